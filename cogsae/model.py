@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,13 +94,8 @@ class LoadedModel:
             captured.append(hidden)
             raise _StopForward
 
-        with residual_hook(self, capture_and_stop):
-            try:
-                self.model.model(
-                    input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-                )
-            except _StopForward:
-                pass
+        with residual_hook(self, capture_and_stop), suppress(_StopForward):
+            self.model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return captured[0]
 
 
