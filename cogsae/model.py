@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as transformers_logging
 
 from cogsae._io import atomic_path, cache_dir
 from cogsae.errors import CogsaeError
@@ -183,6 +184,30 @@ def resolve_model(name: str) -> tuple[str, str | Path]:
     return name, name
 
 
+@contextmanager
+def _offline_errors(name: str) -> Iterator[None]:
+    """Turn a missing checkpoint into a one-line CogsaeError."""
+    try:
+        yield
+    except OSError as err:
+        raise CogsaeError(
+            f"cannot load model {name!r} offline (no local folder or cached hub copy): "
+            f"{str(err).splitlines()[0]}",
+            field="model",
+        ) from err
+
+
+def load_tokenizer(name: str = DEFAULT_MODEL) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, right-padded with a pad token (no weights loaded)."""
+    _, source = resolve_model(name)
+    with _offline_errors(name):
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def load_model(
     name: str = DEFAULT_MODEL,
     *,
@@ -205,21 +230,13 @@ def load_model(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CogsaeError("--device cuda asked for, but torch sees no CUDA device", field="device")
     recorded, source = resolve_model(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    tokenizer = load_tokenizer(name)
+    transformers_logging.disable_progress_bar()
+    with _offline_errors(name):
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=_DTYPES[dtype], local_files_only=True
         )
-    except OSError as err:
-        raise CogsaeError(
-            f"cannot load model {name!r} offline (no local folder or cached hub copy): "
-            f"{str(err).splitlines()[0]}",
-            field="model",
-        ) from err
     model.to(device).eval()
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     n_layers = len(decoder_blocks(model))
     layer = n_layers // 2 if layer is None else layer
     if not 0 <= layer < n_layers:

@@ -1,0 +1,241 @@
+"""Windowed residual-stream extraction at layer L, batched by length and cached on disk.
+
+A window is a span of N token positions per item (DESIGN.md "Windows"): ``start`` (first
+N tokens after position 0), ``end`` (last N), ``center`` (N around the middle), ``target``
+(N around a given substring). Position 0 (BOS, or the first token, which carries a
+huge-norm "attention sink" activation in these models) is excluded by default. Slots an
+item cannot fill are masked, never zero-padded into statistics.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from cogsae import __version__
+from cogsae._io import atomic_path, cache_dir, stable_hash
+from cogsae.activations import Activations
+from cogsae.errors import CogsaeError
+from cogsae.model import LoadedModel
+from cogsae.stimuli import WINDOW_ALIGNS, Item, StimulusSet
+
+
+@dataclass(frozen=True)
+class Window:
+    """Which token positions of each item are read.
+
+    Attributes:
+        align: "start", "end", "center" or "target" (around the item's ``target`` substring).
+        size: N, the number of window slots.
+        include_first: also allow position 0 (BOS / first token); off by default because
+            its activation norm is orders of magnitude above the rest.
+    """
+
+    align: str = "start"
+    size: int = 16
+    include_first: bool = False
+
+    def __post_init__(self) -> None:
+        if self.align not in WINDOW_ALIGNS:
+            raise CogsaeError(
+                f"unknown window align {self.align!r}; choose from {', '.join(WINDOW_ALIGNS)}",
+                field="window.align",
+            )
+        if self.size < 1:
+            raise CogsaeError("window size must be >= 1", field="window.size")
+
+    @classmethod
+    def for_stimuli(cls, stimuli: StimulusSet, **overrides: object) -> Window:
+        """The set's own window (YAML ``window:``), with non-None ``overrides`` on top."""
+        spec = {**stimuli.window, **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(**spec)
+
+
+def window_positions(
+    n_tokens: int, window: Window, target_span: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Token index read by each window slot, [size] int, -1 where the item has no token.
+
+    Args:
+        n_tokens: length of the tokenized item.
+        window: the window.
+        target_span: [first, last) token indices of the target substring (align="target").
+    """
+    first = 0 if window.include_first else 1
+    size = window.size
+    if window.align == "start":
+        begin = first
+    elif window.align == "end":
+        begin = n_tokens - size
+    elif window.align == "center":
+        begin = (first + n_tokens) // 2 - size // 2
+    else:
+        if target_span is None:
+            raise CogsaeError(
+                "align='target' needs a target substring on every item", field="target"
+            )
+        begin = (target_span[0] + target_span[1]) // 2 - size // 2
+    idx = np.arange(begin, begin + size)
+    return np.where((idx >= first) & (idx < n_tokens), idx, -1)
+
+
+def _target_span(offsets: list[tuple[int, int]], item: Item) -> tuple[int, int] | None:
+    """Token indices [first, last) overlapping the item's target substring."""
+    if item.target is None:
+        return None
+    char0 = item.text.index(item.target)
+    char1 = char0 + len(item.target)
+    hits = [i for i, (a, b) in enumerate(offsets) if b > char0 and a < char1 and b > a]
+    return (hits[0], hits[-1] + 1) if hits else None
+
+
+def tokenize_items(
+    tokenizer: PreTrainedTokenizerBase, items: list[Item], window: Window
+) -> tuple[list[list[int]], np.ndarray]:
+    """Token ids per item and the [items, size] token index of each window slot (-1 = none)."""
+    enc = tokenizer([it.text for it in items], return_offsets_mapping=True)
+    ids = enc["input_ids"]
+    slots = np.stack(
+        [
+            window_positions(len(ids[i]), window, _target_span(enc["offset_mapping"][i], it))
+            for i, it in enumerate(items)
+        ]
+    )
+    if window.align == "target":
+        missing = [it for it in items if it.target is None]
+        if missing:
+            raise CogsaeError(
+                f"window align='target' but {len(missing)} items have no target",
+                line=missing[0].line,
+                field="target",
+            )
+    return ids, slots
+
+
+def check_window_fillable(
+    tokenizer: PreTrainedTokenizerBase, stimuli: StimulusSet, window: Window
+) -> np.ndarray:
+    """[items] number of valid slots per item; a window that no item fills at all is an error."""
+    _, slots = tokenize_items(tokenizer, stimuli.items, window)
+    valid = (slots >= 0).sum(axis=1)
+    if valid.max() < window.size:
+        raise CogsaeError(
+            f"no item can fill a {window.align} window of {window.size} tokens "
+            f"(longest item gives {valid.max()} positions)",
+            path=stimuli.path,
+            field="window.size",
+        )
+    empty = [it for it, v in zip(stimuli.items, valid, strict=True) if v == 0]
+    if empty:
+        raise CogsaeError(
+            "item has no token inside the window",
+            path=stimuli.path,
+            line=empty[0].line,
+            field="window",
+        )
+    return valid
+
+
+def extraction_key(model: LoadedModel, stimuli: StimulusSet, window: Window, test: bool) -> str:
+    """Cache key: model, layer, dtype, window, stimuli content and the cogsae version."""
+    return stable_hash(
+        model.name,
+        model.layer,
+        str(model.dtype),
+        asdict(window),
+        stimuli.content_hash(),
+        test,
+        __version__,
+    )
+
+
+def extract_activations(
+    stimuli: StimulusSet,
+    model: LoadedModel,
+    window: Window | None = None,
+    *,
+    test: bool = False,
+    batch_size: int = 32,
+    cache: bool = True,
+    progress: bool = True,
+) -> Activations:
+    """Layer-L residual activations of the set's items in a window.
+
+    Items are sorted by token length and run in batches so padding is minimal; only
+    blocks 0..L run. The result is cached on disk under a key of (model, layer, dtype,
+    window, stimuli content), so a re-run with other analysis settings is instant.
+
+    Args:
+        stimuli: the validated set.
+        model: the loaded model (its ``layer`` is read).
+        window: defaults to the set's own window, else start/16.
+        test: extract the held-out ``test:`` items instead of the main items.
+
+    Returns:
+        Activations with values [items, size, d_model] float32, mask [items, size] and the
+        token strings of each item's valid slots.
+    """
+    window = window or Window.for_stimuli(stimuli)
+    items = stimuli.test_items if test else stimuli.items
+    if not items:
+        raise CogsaeError("the set has no test: section", path=stimuli.path, field="test")
+    key = extraction_key(model, stimuli, window, test)
+    path = cache_dir() / "activations" / f"{stimuli.name}-{key}.npz"
+    meta = {
+        "model": model.name,
+        "layer": model.layer,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "window": asdict(window),
+        "stimuli": stimuli.name,
+        "stimuli_hash": stimuli.content_hash(),
+        "split": "test" if test else "items",
+        "cache": str(path),
+    }
+    if cache and path.exists():
+        with np.load(path) as data:
+            tokens = json.loads(str(data["tokens"]))
+            return Activations(data["values"], data["mask"], "raw", tokens, meta)
+
+    ids, slots = tokenize_items(model.tokenizer, items, window)
+    values = np.zeros((len(items), window.size, model.d_model), dtype=np.float32)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    pad = model.tokenizer.pad_token_id
+    bar = tqdm(
+        total=len(items),
+        desc=f"extract {stimuli.name} L{model.layer}",
+        disable=not progress,
+        unit="item",
+    )
+    for start in range(0, len(items), batch_size):
+        batch = order[start : start + batch_size]
+        width = max(len(ids[i]) for i in batch)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):
+            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+            attention[row, : len(ids[i])] = 1
+        hidden = (
+            model.residual(input_ids.to(model.device), attention.to(model.device))
+            .float()
+            .cpu()
+            .numpy()
+        )
+        for row, i in enumerate(batch):
+            valid = slots[i] >= 0
+            values[i, valid] = hidden[row, slots[i][valid]]
+        bar.update(len(batch))
+    bar.close()
+    mask = slots >= 0
+    tokens = [
+        model.tokenizer.convert_ids_to_tokens([ids[i][j] for j in slots[i] if j >= 0])
+        for i in range(len(items))
+    ]
+    if cache:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, values=values, mask=mask, tokens=np.array(json.dumps(tokens)))
+    return Activations(values, mask, "raw", tokens, meta)
