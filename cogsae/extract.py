@@ -126,7 +126,8 @@ def check_window_fillable(
     if valid.max() < window.size:
         raise CogsaeError(
             f"no item can fill a {window.align} window of {window.size} tokens "
-            f"(longest item gives {valid.max()} positions)",
+            f"(longest item gives {valid.max()} positions); set window.size in the YAML "
+            "or pass --window-size",
             path=stimuli.path,
             field="window.size",
         )

@@ -1,0 +1,65 @@
+"""Shared fixtures: a tiny random Llama for fast tests and the real default model for a few."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from cogsae.model import DEFAULT_MODEL, LoadedModel, default_model_dir, load_model, load_tokenizer
+
+TINY_LAYER = 1
+
+
+@pytest.fixture(scope="session")
+def default_model_path() -> Path:
+    """The converted default model folder (converts the GGUF once per machine)."""
+    return default_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_model_path: Path):
+    """The default model's tokenizer (vocab 49152, no BOS token added)."""
+    return load_tokenizer(str(default_model_path))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer) -> LoadedModel:
+    """A randomly initialised 4-block Llama (d_model 64) reading layer 1, in float32."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name="tiny-llama", layer=TINY_LAYER)
+
+
+@pytest.fixture(scope="session")
+def default_model(default_model_path: Path) -> LoadedModel:
+    """The real SmolLM2-135M-Instruct at layer 15, bf16 (slow tests only)."""
+    loaded = load_model(str(default_model_path))
+    loaded.name = DEFAULT_MODEL
+    return loaded
+
+
+@pytest.fixture()
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point cogsae's cache at a fresh folder (models already resolved stay where they are)."""
+    monkeypatch.setenv("COGSAE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def write(tmp_path: Path, text: str, name: str = "set.yaml") -> Path:
+    """Write a stimulus YAML file for a test."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
