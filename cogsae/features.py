@@ -1,0 +1,598 @@
+"""Inspect a unit: what it responds to in a corpus and what it writes to the output.
+
+A unit is an SAE feature, a raw residual dimension, or a run's ensemble (a linear
+readout of k units). Inspection scans a corpus sample once at layer L (`scan_corpus`,
+cached on disk), reads the unit's activation at every token (position 0 of each chunk
+excluded, as everywhere in cogsae) and reports:
+
+- density (fraction of tokens with activation > 0) and a histogram of the nonzero values;
+- top-activating examples (at most one per chunk) and examples from quantile bins of the
+  active values, each a token window with per-token activations;
+- the logit lens of the unit's direction: ``(g * direction) @ W_U^T``, with ``g`` the
+  final RMSNorm weight. The final norm multiplies each dimension by ``g`` before the
+  unembedding; its other factor, 1/rms(x), is one positive scalar per position and does
+  not change the ranking of tokens, so this is the direction's direct effect on the
+  logits, up to scale (it ignores the blocks after L).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import itertools
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from cogsae import __version__
+from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
+from cogsae.corpus import batch_chunks, default_corpus, iter_documents, iter_token_chunks
+from cogsae.errors import CogsaeError
+from cogsae.model import LoadedModel
+from cogsae.sae.data import residual_tokens
+
+if TYPE_CHECKING:
+    from cogsae.sae.base import SAE
+
+
+# --------------------------------------------------------------------------- corpus scan
+
+
+@dataclass
+class CorpusScan:
+    """Layer-L residual stream of a corpus sample: the input of every inspection.
+
+    Attributes:
+        ids: [T] int64 token ids of all chunks, concatenated.
+        starts: [C + 1] int64 offset of each chunk into ``ids`` (last = T).
+        residual: [N, d_model] residual (the model's dtype) of every token except
+            position 0 of each chunk, in ``ids`` order; N = T - C.
+        key: cache key of the scan (model, layer, dtype, corpus content, sizes).
+    """
+
+    ids: torch.Tensor
+    starts: torch.Tensor
+    residual: torch.Tensor
+    key: str
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.residual.shape[0])
+
+    def token_index(self) -> np.ndarray:
+        """[N] index into ``ids`` of each residual row."""
+        first = np.zeros(len(self.ids), dtype=bool)
+        first[self.starts[:-1].numpy()] = True
+        return np.flatnonzero(~first)
+
+
+def corpus_files(corpus: Sequence[str | Path] = ()) -> list[Path]:
+    """The corpus files to read: ``corpus``, or the default corpus when empty."""
+    paths = [Path(p) for p in corpus] or [default_corpus()]
+    for path in paths:
+        if not path.is_file():
+            raise CogsaeError("corpus file not found", path=path, field="corpus")
+    return paths
+
+
+def _files_hash(paths: Sequence[Path]) -> str:
+    """Content hash of the corpus files, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def scan_corpus(
+    loaded: LoadedModel,
+    corpus: Sequence[str | Path] = (),
+    *,
+    n_tokens: int = 20_000,
+    context_length: int = 128,
+    batch_size: int = 16,
+    cache: bool = True,
+    progress: bool = True,
+) -> CorpusScan:
+    """Residual stream at layer L of the first ``n_tokens`` scanned tokens of a corpus.
+
+    Documents are chunked on their own (never mixed in one chunk), run in batches of
+    similar length through blocks 0..L only, and cached on disk under a key of (model,
+    layer, dtype, corpus content, n_tokens, context_length); the cache file is written
+    atomically.
+
+    Args:
+        loaded: the model and layer.
+        corpus: text / .jsonl files (`cogsae.corpus.iter_documents`); empty = the default corpus.
+        n_tokens: scanned tokens (position 0 of each chunk is run but not counted).
+        context_length: longest chunk, in tokens.
+    """
+    paths = corpus_files(corpus)
+    key = stable_hash(
+        loaded.name,
+        loaded.layer,
+        str(loaded.dtype),
+        _files_hash(paths),
+        n_tokens,
+        context_length,
+        __version__,
+    )
+    path = cache_dir() / "scans" / f"{loaded.name}-L{loaded.layer}-{key}.safetensors"
+    if cache and path.exists():
+        data = load_file(path)
+        return CorpusScan(data["ids"], data["starts"], data["residual"], key)
+
+    chunks: list[torch.Tensor] = []
+    total = 0
+    for chunk in iter_token_chunks(
+        iter_documents(paths), loaded.tokenizer, context_length, pack=False
+    ):
+        chunks.append(chunk[: n_tokens - total + 1])
+        total += len(chunks[-1]) - 1
+        if total >= n_tokens:
+            break
+    if total < n_tokens:
+        raise CogsaeError(
+            f"the corpus has only {total} tokens to scan, {n_tokens} asked for", field="tokens"
+        )
+    order = np.argsort([len(c) for c in chunks], kind="stable")
+    rows: list[torch.Tensor] = [torch.empty(0)] * len(chunks)
+    bar = tqdm(total=n_tokens, desc=f"scan L{loaded.layer}", unit="tok", disable=not progress)
+    pad = loaded.tokenizer.pad_token_id
+    batches = batch_chunks((chunks[i] for i in order), batch_size, pad)
+    for start, (input_ids, mask) in zip(range(0, len(chunks), batch_size), batches, strict=True):
+        members = order[start : start + batch_size]
+        flat = residual_tokens(loaded, input_ids.to(loaded.device), mask.to(loaded.device)).cpu()
+        for i, part in zip(members, flat.split([len(chunks[i]) - 1 for i in members]), strict=True):
+            rows[i] = part
+        bar.update(len(flat))
+    bar.close()
+    lengths = torch.tensor([0] + [len(c) for c in chunks])
+    scan = CorpusScan(torch.cat(chunks), lengths.cumsum(0), torch.cat(rows).contiguous(), key)
+    if cache:
+        with atomic_path(path) as tmp:
+            save_file({"ids": scan.ids, "starts": scan.starts, "residual": scan.residual}, tmp)
+    return scan
+
+
+def sae_fingerprint(sae: SAE) -> str:
+    """Content hash of an SAE's parameters and buffers (a cache key)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(sae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def sae_codes(
+    scan: CorpusScan, sae: SAE, *, batch_size: int = 2048, cache: bool = True
+) -> scipy.sparse.csc_array:
+    """SAE feature activations over a scan, sparse [N, d_sae] float32, cached by (scan, SAE)."""
+    path = cache_dir() / "scans" / f"{scan.key}-sae-{sae_fingerprint(sae)}.npz"
+    if cache and path.exists():
+        return scipy.sparse.csc_array(scipy.sparse.load_npz(path))
+    dtype = sae.decoder_directions.dtype
+    parts = [
+        scipy.sparse.csr_array(sae.encode(block.to(dtype)).float().cpu().numpy())
+        for block in scan.residual.split(batch_size)
+    ]
+    codes = scipy.sparse.csc_array(scipy.sparse.vstack(parts))
+    if cache:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            scipy.sparse.save_npz(fh, codes)
+    return codes
+
+
+def feature_maxima(codes: scipy.sparse.csc_array) -> np.ndarray:
+    """[d_sae] largest activation of each feature over the scan (0 for dead features)."""
+    return np.asarray(codes.max(axis=0).toarray()).ravel()
+
+
+# --------------------------------------------------------------------------- readouts
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """A run's fitted ensemble (``final_model`` of a results.json method entry).
+
+    score = ((a[units] - mean) / scale) @ coef + intercept, a = the units' activations.
+
+    Attributes:
+        method: selection method name, as in results.json.
+        space: "sae" (units are SAE features) or "raw" (residual dimensions).
+        units: [k] unit indices.
+        coef: [k] logistic-regression coefficients on standardized activations.
+        intercept: its intercept.
+        mean: [k] standardization means.
+        scale: [k] standardization scales.
+    """
+
+    method: str
+    space: str
+    units: tuple[int, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def score(self, acts: np.ndarray) -> np.ndarray:
+        """[n] ensemble score (logit) from the units' activations [n, k]."""
+        return ((acts - np.array(self.mean)) / np.array(self.scale)) @ np.array(
+            self.coef
+        ) + self.intercept
+
+    def direction(self, d_model: int, sae: SAE | None = None) -> torch.Tensor:
+        """[d_model] model-space direction that raises the score: sum_i coef_i/scale_i * e_i.
+
+        e_i is the one-hot of residual dimension i (raw space) or the decoder direction of
+        feature i (SAE space, ``sae`` needed).
+        """
+        weight = torch.tensor(self.coef) / torch.tensor(self.scale)  # [k]
+        if self.space == "raw":
+            return torch.zeros(d_model).index_add_(0, torch.tensor(self.units), weight)
+        if sae is None:
+            raise CogsaeError("an SAE-space ensemble needs its SAE (--sae)", field="sae")
+        return weight @ sae.decoder_directions[list(self.units)].detach().float().cpu()
+
+
+def load_ensemble(spec: str) -> Ensemble:
+    """The ensemble named by ``"results.json:METHOD:SPACE"`` (a `cogsae run` result)."""
+    import json
+
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3:
+        raise CogsaeError(f"expected RESULTS.json:METHOD:SPACE, got {spec!r}", field="ensemble")
+    path, method, space = Path(parts[0]), parts[1], parts[2]
+    if not path.is_file():
+        raise CogsaeError("results file not found", path=path, field="ensemble")
+    entries = json.loads(path.read_text(encoding="utf-8")).get("methods", [])
+    found = [e for e in entries if e.get("method") == method and e.get("space") == space]
+    if not found:
+        known = ", ".join(f"{e.get('method')}:{e.get('space')}" for e in entries)
+        raise CogsaeError(
+            f"no method {method}:{space} in the results (has: {known})",
+            path=path,
+            field="ensemble",
+        )
+    fm = found[0]["final_model"]
+    return Ensemble(
+        method,
+        space,
+        tuple(int(u) for u in fm["units"]),
+        tuple(float(c) for c in fm["coef"]),
+        float(fm["intercept"]),
+        tuple(float(m) for m in fm["mean"]),
+        tuple(float(s) for s in fm["scale"]),
+    )
+
+
+@dataclass(frozen=True)
+class Readout:
+    """One inspected unit over a scan.
+
+    Attributes:
+        label: human-readable name ("SAE feature 123", "raw unit 7", "ensemble rsa:sae").
+        values: [N] activation at each scanned token.
+        direction: [d_model] float32 model-space direction the unit writes / is steered along.
+    """
+
+    label: str
+    values: np.ndarray
+    direction: torch.Tensor
+
+
+def feature_direction(sae: SAE, feature: int) -> torch.Tensor:
+    """[d_model] float32 model-space decoder direction of SAE feature ``feature``."""
+    n_features = sae.decoder_directions.shape[0]
+    if not 0 <= feature < n_features:
+        raise CogsaeError(f"feature {feature} out of range 0..{n_features - 1}", field="feature")
+    return sae.decoder_directions[feature].detach().float().cpu()
+
+
+def unit_direction(d_model: int, unit: int) -> torch.Tensor:
+    """[d_model] float32 one-hot direction of raw residual dimension ``unit``."""
+    if not 0 <= unit < d_model:
+        raise CogsaeError(f"unit {unit} out of range 0..{d_model - 1}", field="unit")
+    return torch.zeros(d_model).index_fill_(0, torch.tensor([unit]), 1.0)
+
+
+def feature_readout(codes: scipy.sparse.csc_array, sae: SAE, feature: int) -> Readout:
+    """SAE feature ``feature``: its activations and its decoder direction."""
+    direction = feature_direction(sae, feature)
+    return Readout(f"SAE feature {feature}", codes[:, [feature]].toarray().ravel(), direction)
+
+
+def unit_readout(scan: CorpusScan, unit: int) -> Readout:
+    """Raw residual dimension ``unit``: its values and its one-hot direction."""
+    direction = unit_direction(scan.residual.shape[1], unit)
+    return Readout(f"raw unit {unit}", scan.residual[:, unit].float().numpy(), direction)
+
+
+def ensemble_readout(
+    scan: CorpusScan,
+    ensemble: Ensemble,
+    sae: SAE | None = None,
+    codes: scipy.sparse.csc_array | None = None,
+) -> Readout:
+    """A run's ensemble applied per token (score > 0: classified as the target condition)."""
+    if ensemble.space == "raw":
+        acts = scan.residual[:, list(ensemble.units)].float().numpy()
+    elif codes is None:
+        raise CogsaeError("an SAE-space ensemble needs its SAE (--sae)", field="sae")
+    else:
+        acts = codes[:, list(ensemble.units)].toarray()
+    return Readout(
+        f"ensemble {ensemble.method}:{ensemble.space}",
+        ensemble.score(acts),
+        ensemble.direction(scan.residual.shape[1], sae),
+    )
+
+
+# --------------------------------------------------------------------------- inspection
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """Output tokens a direction promotes and suppresses directly.
+
+    Attributes:
+        positive: (token, score) of the highest ``(g * direction) @ W_U^T`` entries.
+        negative: (token, score) of the lowest, most negative first.
+    """
+
+    positive: list[tuple[str, float]]
+    negative: list[tuple[str, float]]
+
+
+@torch.inference_mode()
+def logit_lens(loaded: LoadedModel, direction: torch.Tensor, k: int = 10) -> LogitLens:
+    """Top-``k`` promoted and suppressed tokens of ``direction`` [d_model] (module doc)."""
+    norm_weight = loaded.model.model.norm.weight.float().cpu()
+    unembed = loaded.model.get_output_embeddings().weight.float().cpu()  # [vocab, d_model]
+    scores = unembed @ (norm_weight * direction.float().cpu())
+    top, bottom = scores.topk(k), (-scores).topk(k)
+
+    def named(ids: torch.Tensor, vals: torch.Tensor) -> list[tuple[str, float]]:
+        tokens = loaded.tokenizer.batch_decode([[int(i)] for i in ids])
+        return [(t, float(v)) for t, v in zip(tokens, vals, strict=True)]
+
+    return LogitLens(named(top.indices, top.values), named(bottom.indices, -bottom.values))
+
+
+@dataclass(frozen=True)
+class Example:
+    """A corpus excerpt around one token.
+
+    Attributes:
+        tokens: the window's token strings.
+        values: activation of each window token (None for position 0 of a chunk, unscanned).
+        focus: index into ``tokens`` of the token the example was chosen for.
+        value: activation at the focus token.
+    """
+
+    tokens: list[str]
+    values: list[float | None]
+    focus: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What one unit responds to over a corpus sample and what it writes.
+
+    Attributes:
+        label: the readout's label.
+        context: model, layer, SAE and corpus scan it was measured on.
+        n_tokens: scanned tokens.
+        density: fraction of tokens with activation > 0.
+        max: largest activation.
+        quantiles: activation at quantiles 0.5, 0.9, 0.99 of the active tokens.
+        top: top-activating examples (at most one per chunk), strongest first.
+        by_quantile: (bin label, examples) for quartile bins of the active activations.
+        lens: logit lens of the unit's direction.
+    """
+
+    label: str
+    context: dict[str, str | int]
+    n_tokens: int
+    density: float
+    max: float
+    quantiles: dict[str, float]
+    top: list[Example]
+    by_quantile: list[tuple[str, list[Example]]]
+    lens: LogitLens
+
+
+def inspect_readout(
+    loaded: LoadedModel,
+    scan: CorpusScan,
+    readout: Readout,
+    *,
+    context: dict[str, str | int] | None = None,
+    n_top: int = 12,
+    n_per_bin: int = 4,
+    before: int = 12,
+    after: int = 4,
+    seed: int = 0,
+) -> Inspection:
+    """Density, examples (top and per quartile bin) and logit lens of a readout.
+
+    Args:
+        before: window tokens shown before the focus token (within its chunk).
+        after: window tokens shown after it.
+        seed: picks the random examples inside each quantile bin.
+    """
+    values = readout.values
+    index = scan.token_index()
+    chunk_of = np.searchsorted(scan.starts.numpy(), index, side="right") - 1  # [N]
+    per_token = np.full(len(scan.ids), np.nan)
+    per_token[index] = values
+    starts = scan.starts.numpy()
+
+    def example(row: int) -> Example:
+        t, c = index[row], chunk_of[row]
+        lo, hi = max(starts[c], t - before), min(starts[c + 1], t + after + 1)
+        tokens = loaded.tokenizer.batch_decode([[int(i)] for i in scan.ids[lo:hi]])
+        window = [None if np.isnan(v) else float(v) for v in per_token[lo:hi]]
+        return Example(tokens, window, int(t - lo), float(values[row]))
+
+    top_rows: list[int] = []
+    seen: set[int] = set()
+    for row in np.argsort(-values, kind="stable"):
+        if len(top_rows) == n_top or values[row] <= 0:
+            break
+        if chunk_of[row] not in seen:
+            seen.add(chunk_of[row])
+            top_rows.append(int(row))
+
+    active = np.flatnonzero(values > 0)
+    rng = np.random.default_rng(seed)
+    by_quantile: list[tuple[str, list[Example]]] = []
+    quantiles = {}
+    if len(active):
+        edges = np.quantile(values[active], [0, 0.25, 0.5, 0.75, 1])
+        for q, (lo, hi) in enumerate(itertools.pairwise(edges)):
+            in_bin = active[(values[active] >= lo) & (values[active] <= hi)]
+            picks = rng.choice(in_bin, min(n_per_bin, len(in_bin)), replace=False)
+            picks = picks[np.argsort(-values[picks])]
+            label = f"q{25 * q}-{25 * (q + 1)} ({lo:.3g} .. {hi:.3g})"
+            by_quantile.append((label, [example(int(r)) for r in picks]))
+        quantiles = {
+            str(q): float(v)
+            for q, v in zip(
+                (0.5, 0.9, 0.99), np.quantile(values[active], [0.5, 0.9, 0.99]), strict=True
+            )
+        }
+    return Inspection(
+        label=readout.label,
+        context=dict(context or {}),
+        n_tokens=len(values),
+        density=float(len(active) / len(values)),
+        max=float(values.max()),
+        quantiles=quantiles,
+        top=[example(r) for r in top_rows],
+        by_quantile=by_quantile[::-1],
+        lens=logit_lens(loaded, readout.direction),
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def histogram_png(values: np.ndarray, label: str) -> bytes:
+    """PNG of the histogram of the nonzero activations (log count axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nonzero = values[values != 0]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(nonzero, bins=60, color="#d9480f")
+    ax.set_yscale("log")
+    ax.set_xlabel("activation")
+    ax.set_ylabel("tokens")
+    density = np.mean(values > 0)
+    ax.set_title(f"{label}: {len(nonzero)} nonzero of {len(values)}, density {density:.4f}")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _show(token: str) -> str:
+    return token.replace("\n", "\u21b5")
+
+
+def _text_example(ex: Example) -> str:
+    """One line: the window with the focus token in guillemets."""
+    return "".join(
+        f"\u00ab{_show(t)}\u00bb" if i == ex.focus else _show(t) for i, t in enumerate(ex.tokens)
+    )
+
+
+def summary(ins: Inspection, n_examples: int = 5) -> str:
+    """Short plain-text summary: statistics, logit lens and the strongest examples."""
+    ctx = ", ".join(f"{k} {v}" for k, v in ins.context.items())
+    lines = [
+        f"{ins.label} ({ctx})" if ctx else ins.label,
+        f"  density {ins.density:.4g} over {ins.n_tokens} tokens, max {ins.max:.4g}, "
+        + ", ".join(f"q{k} {v:.3g}" for k, v in ins.quantiles.items()),
+        "  promotes: " + " ".join(repr(t) for t, _ in ins.lens.positive),
+        "  suppresses: " + " ".join(repr(t) for t, _ in ins.lens.negative),
+        "  top examples:",
+        *(f"  {ex.value:9.3f}  {_text_example(ex)}" for ex in ins.top[:n_examples]),
+    ]
+    return "\n".join(lines)
+
+
+def _html_example(ex: Example, scale: float) -> str:
+    spans = []
+    for i, (token, value) in enumerate(zip(ex.tokens, ex.values, strict=True)):
+        alpha = 0.0 if value is None or scale <= 0 else min(abs(value) / scale, 1.0)
+        rgb = "217,72,15" if (value or 0) >= 0 else "28,126,214"
+        border = "border-bottom:2px solid #000;" if i == ex.focus else ""
+        title = "position 0 (not scanned)" if value is None else f"{value:.4g}"
+        spans.append(
+            f'<span title="{title}" style="background:rgba({rgb},{alpha:.2f});{border}'
+            f'white-space:pre-wrap">{html.escape(_show(token))}</span>'
+        )
+    return (
+        f'<div style="font-family:monospace;margin:3px 0"><b style="display:inline-block;'
+        f'width:6em">{ex.value:.3f}</b>{"".join(spans)}</div>'
+    )
+
+
+def render_html(ins: Inspection, png: bytes) -> str:
+    """Self-contained HTML page (inline styles, histogram embedded as base64)."""
+    scale = max(abs(ins.max), 1e-12)
+    esc = html.escape
+
+    def lens_row(items: list[tuple[str, float]]) -> str:
+        return " ".join(
+            f'<code style="background:#eee;padding:1px 3px">{esc(repr(t))}</code> {v:.2f}'
+            for t, v in items
+        )
+
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(ins.label)}</title>"
+        "</head><body style='font-family:sans-serif;max-width:1100px;margin:auto'>",
+        f"<h1>{esc(ins.label)}</h1>",
+        f"<p>{esc(', '.join(f'{k}: {v}' for k, v in ins.context.items()))}</p>",
+        f"<p>density <b>{ins.density:.4g}</b> over {ins.n_tokens} tokens; max <b>{ins.max:.4g}"
+        "</b>; "
+        + esc(", ".join(f"quantile {k} of active: {v:.3g}" for k, v in ins.quantiles.items()))
+        + "</p>",
+        f"<img alt='histogram' src='data:image/png;base64,{base64.b64encode(png).decode()}'>",
+        "<h2>Logit lens (final-norm weight, then unembedding)</h2>",
+        f"<p>promotes: {lens_row(ins.lens.positive)}</p>",
+        f"<p>suppresses: {lens_row(ins.lens.negative)}</p>",
+        "<h2>Top-activating examples</h2>",
+        *(_html_example(ex, scale) for ex in ins.top),
+    ]
+    for label, examples in ins.by_quantile:
+        parts.append(f"<h3>Active tokens, {esc(label)}</h3>")
+        parts.extend(_html_example(ex, scale) for ex in examples)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_inspection(ins: Inspection, values: np.ndarray, out_dir: Path) -> Path:
+    """Write index.html, histogram.png, summary.txt and inspection.json; return the HTML path."""
+    png = histogram_png(values, ins.label)
+    with atomic_path(out_dir / "histogram.png") as tmp:
+        tmp.write_bytes(png)
+    write_text(out_dir / "summary.txt", summary(ins, n_examples=len(ins.top)) + "\n")
+    write_json(out_dir / "inspection.json", asdict(ins))
+    write_text(out_dir / "index.html", render_html(ins, png))
+    return out_dir / "index.html"
