@@ -27,6 +27,7 @@ import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -36,13 +37,14 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from cogsae._io import atomic_path, write_text
-from cogsae.corpus import batch_chunks
+from cogsae.corpus import batch_chunks, iter_documents, iter_token_chunks
 from cogsae.errors import CogsaeError
+from cogsae.features import corpus_files
 from cogsae.model import LoadedModel, residual_hook
 from cogsae.stimuli import StimulusSet
 
 if TYPE_CHECKING:
-    from cogsae.sae import SAE
+    from cogsae.sae.base import SAE
 
 
 class Edit(Protocol):
@@ -71,6 +73,10 @@ class Clamp:
     def __post_init__(self) -> None:
         if len(self.features) != len(self.values):
             raise ValueError("one value per clamped feature")
+        n_features = self.sae.decoder_directions.shape[0]
+        bad = [i for i in self.features if not 0 <= i < n_features]
+        if bad:
+            raise CogsaeError(f"features {bad} out of range 0..{n_features - 1}", field="feature")
 
     def delta(self, hidden: torch.Tensor) -> torch.Tensor:
         """``sum_i (c_i - f_i(x)) d_i``, [batch, seq, d_model] float32."""
@@ -341,6 +347,16 @@ class Attribution:
     n_tokens: int
 
 
+def write_attribution(result: Attribution, csv_path: Path) -> None:
+    """The per-feature table (feature, ablation, attribution, -attribution) as CSV."""
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["feature", "ablation_delta_loss", "attribution", "predicted_ablation"])
+    for feature, abl, att in zip(result.features, result.ablation, result.attribution, strict=True):
+        writer.writerow([int(feature), f"{abl:.6g}", f"{att:.6g}", f"{-att:.6g}"])
+    write_text(csv_path, buf.getvalue())
+
+
 def _token_losses(
     loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
@@ -352,6 +368,27 @@ def _token_losses(
         logits.float().transpose(1, 2), input_ids[:, 1:], reduction="none"
     )
     return (losses * attention_mask[:, 1:]).sum()
+
+
+def corpus_batches(
+    loaded: LoadedModel,
+    corpus: Sequence[str | Path] = (),
+    *,
+    n_tokens: int = 2048,
+    context_length: int = 128,
+    batch_size: int = 8,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """A corpus sample of at least ``n_tokens`` predicted tokens as packed chunks, batched.
+
+    Returns ``(input_ids, attention_mask)`` pairs [batch, context_length]; an empty
+    ``corpus`` means the default corpus.
+    """
+    n_chunks = -(-n_tokens // (context_length - 1))
+    documents = iter_documents(corpus_files(corpus))
+    chunks = list(islice(iter_token_chunks(documents, loaded.tokenizer, context_length), n_chunks))
+    if len(chunks) < n_chunks:
+        raise CogsaeError(f"the corpus has fewer than {n_tokens} tokens", field="tokens")
+    return list(batch_chunks(chunks, batch_size, loaded.tokenizer.pad_token_id))
 
 
 def ablation_attribution(

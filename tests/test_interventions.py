@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from conftest import TINY_LAYER, write
-from torch import nn
 
+from cogsae.cli import main
 from cogsae.interventions import (
     Clamp,
     Setting,
@@ -23,6 +24,8 @@ from cogsae.interventions import (
     write_effects,
 )
 from cogsae.model import LoadedModel, decoder_blocks, residual_hook
+from cogsae.sae.base import SAE, SAEConfig
+from cogsae.sae.io import save_sae
 from cogsae.stimuli import load_stimuli
 
 TEXTS = ["The team won the title after an unbeaten season.", "She lost the final match."]
@@ -30,36 +33,37 @@ CONSTANT = 0  # feature that fires with the same value everywhere (encoder weigh
 DEAD = 1  # feature that never fires
 
 
-class TinySAE(nn.Module):
-    """ReLU SAE double: f = relu((x - b_dec) @ W_enc + b_enc), decode(f) = f @ W_dec + b_dec."""
+def random_sae(d_in: int, d_sae: int, seed: int = 0, decoder_scale: float = 1.0) -> SAE:
+    """A random ReLU SAE with input normalisation (so model and SAE space differ), plus a
+    feature that is constant everywhere (encoder weights zero) and one that never fires."""
+    cfg = SAEConfig(
+        "standard", d_in, d_sae, apply_b_dec_to_input=True, norm_scale=0.5, layer=TINY_LAYER
+    )
+    sae = SAE(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) / d_in**0.5)
+        sae.W_dec.mul_(decoder_scale)
+        sae.W_enc[:, [CONSTANT, DEAD]] = 0
+        sae.b_enc[CONSTANT], sae.b_enc[DEAD] = 0.7, -1.0
+    return sae.eval()
 
-    def __init__(self, d_in: int, d_sae: int, seed: int = 0) -> None:
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.W_enc = nn.Parameter(torch.randn(d_in, d_sae, generator=gen) / d_in**0.5)
-        self.b_enc = nn.Parameter(torch.zeros(d_sae))
-        self.W_dec = nn.Parameter(torch.randn(d_sae, d_in, generator=gen) / d_in**0.5)
-        self.b_dec = nn.Parameter(torch.zeros(d_in))
-        with torch.no_grad():
-            self.W_enc[:, CONSTANT] = 0
-            self.b_enc[CONSTANT] = 0.7
-            self.W_enc[:, DEAD] = 0
-            self.b_enc[DEAD] = -1.0
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu((x - self.b_dec) @ self.W_enc + self.b_enc)
-
-    def decode(self, f: torch.Tensor) -> torch.Tensor:
-        return f @ self.W_dec + self.b_dec
-
-    @property
-    def decoder_directions(self) -> torch.Tensor:
-        return self.W_dec
+@pytest.fixture(scope="session")
+def saved_tiny(
+    tiny_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Path]:
+    """(model folder, SAE folder): the tiny model and a random SAE for its layer, on disk."""
+    root = tmp_path_factory.mktemp("saved")
+    tiny_model.model.save_pretrained(root / "tiny-llama")
+    tiny_model.tokenizer.save_pretrained(root / "tiny-llama")
+    return root / "tiny-llama", save_sae(random_sae(tiny_model.d_model, 32), root / "sae")
 
 
 @pytest.fixture(scope="module")
-def sae(tiny_model: LoadedModel) -> TinySAE:
-    return TinySAE(tiny_model.d_model, 32)
+def sae(tiny_model: LoadedModel) -> SAE:
+    return random_sae(tiny_model.d_model, 32)
 
 
 def edited_hidden(loaded: LoadedModel, edits: list, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +78,7 @@ def edited_hidden(loaded: LoadedModel, edits: list, enc: dict) -> tuple[torch.Te
     return seen[0], states[TINY_LAYER + 1]
 
 
-def test_clamp_to_own_value_leaves_logits_identical(tiny_model: LoadedModel, sae: TinySAE) -> None:
+def test_clamp_to_own_value_leaves_logits_identical(tiny_model: LoadedModel, sae: SAE) -> None:
     enc = tiny_model.tokenize(TEXTS)
     with torch.no_grad():
         clean = tiny_model.model(**enc).logits
@@ -83,16 +87,14 @@ def test_clamp_to_own_value_leaves_logits_identical(tiny_model: LoadedModel, sae
                 torch.testing.assert_close(tiny_model.model(**enc).logits, clean, rtol=0, atol=0)
 
 
-def test_clamp_moves_residual_by_c_minus_f_times_decoder(
-    tiny_model: LoadedModel, sae: TinySAE
-) -> None:
+def test_clamp_moves_residual_by_c_minus_f_times_decoder(tiny_model: LoadedModel, sae: SAE) -> None:
     enc = tiny_model.tokenize(TEXTS)
     clean = tiny_model.residual(**enc)  # the extraction point
     feature, value = 5, 3.0
     edited, state = edited_hidden(tiny_model, [Clamp(sae, (feature,), (value,))], enc)
     with torch.no_grad():
         f = sae.encode(clean)[..., feature]  # [batch, seq]
-    expected = clean + (value - f)[..., None] * sae.W_dec[feature]
+    expected = clean + (value - f)[..., None] * sae.decoder_directions[feature]
     expected[:, 0] = clean[:, 0]  # position 0 is left alone by default
     torch.testing.assert_close(edited, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(state, edited, rtol=0, atol=0)  # the model reads the edit
@@ -110,7 +112,7 @@ def test_steer_adds_unit_direction_times_coef(tiny_model: LoadedModel) -> None:
     torch.testing.assert_close(step[:, 1:], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_hooks_removed_after_use_and_on_error(tiny_model: LoadedModel, sae: TinySAE) -> None:
+def test_hooks_removed_after_use_and_on_error(tiny_model: LoadedModel, sae: SAE) -> None:
     block = decoder_blocks(tiny_model.model)[TINY_LAYER]
     before = len(block._forward_hooks)
     enc = tiny_model.tokenize(TEXTS)
@@ -127,9 +129,7 @@ def test_hooks_removed_after_use_and_on_error(tiny_model: LoadedModel, sae: Tiny
     assert len(block._forward_hooks) == before
 
 
-def test_generation_with_kv_cache_matches_full_recompute(
-    tiny_model: LoadedModel, sae: TinySAE
-) -> None:
+def test_generation_with_kv_cache_matches_full_recompute(tiny_model: LoadedModel, sae: SAE) -> None:
     prompt, n_new = "The team won the title", 8
     strong = [Clamp(sae, (5,), (40.0,))]
     plain = generate(tiny_model, prompt, max_new_tokens=n_new)
@@ -145,16 +145,17 @@ def test_generation_with_kv_cache_matches_full_recompute(
     assert clamped == recomputed
 
 
+STIMULI = (
+    "conditions:\n"
+    "  win: [A team won the cup., She passed the exam., We won again., He got the job.]\n"
+    "  loss: [A team lost the cup., She failed the exam., We lost again., He lost it.]\n"
+)
+
+
 def test_measure_effect_is_zero_without_edit_and_bootstrapped(
     tiny_model: LoadedModel, tmp_path: Path
 ) -> None:
-    path = write(
-        tmp_path,
-        "conditions:\n"
-        "  win: [A team won the cup., She passed the exam., We won again., He got the job.]\n"
-        "  loss: [A team lost the cup., She failed the exam., We lost again., He lost it.]\n",
-    )
-    stimuli = load_stimuli(path)
+    stimuli = load_stimuli(write(tmp_path, STIMULI))
     steer = Steer(torch.randn(tiny_model.d_model), 20.0)
     settings = [Setting("0", 0.0, ()), Setting("20", 20.0, (steer,))]
     none, strong = measure_effect(tiny_model, stimuli, settings, n_boot=200, progress=False)
@@ -182,9 +183,8 @@ def test_mean_logprobs_independent_of_batching(tiny_model: LoadedModel) -> None:
 def test_ablation_matches_gradient_attribution_for_small_features(
     tiny_model: LoadedModel,
 ) -> None:
-    small = TinySAE(tiny_model.d_model, 16, seed=1)
-    with torch.no_grad():
-        small.W_dec.mul_(0.05)  # small edits: the first-order estimate should be close
+    # small decoder directions: the first-order estimate should be close
+    small = random_sae(tiny_model.d_model, 16, seed=1, decoder_scale=0.05)
     enc = tiny_model.tokenize(TEXTS)
     features = [DEAD, *range(2, 12)]
     result = ablation_attribution(
@@ -194,3 +194,45 @@ def test_ablation_matches_gradient_attribution_for_small_features(
     np.testing.assert_allclose(result.ablation, -result.attribution, atol=2e-3, rtol=0.2)
     assert result.pearson > 0.9
     assert result.n_tokens == int(enc["attention_mask"][:, 1:].sum())
+
+
+def test_cli_commands_end_to_end(
+    saved_tiny: tuple[Path, Path], tmp_path: Path, isolated_cache: Path
+) -> None:
+    """inspect, clamp (generation and --measure) and attribute on the saved tiny model."""
+    model_dir, sae_dir = saved_tiny
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The cat sat on the mat. " * 20, encoding="utf-8")
+    common = ["--model", str(model_dir), "--sae", str(sae_dir), "--dtype", "float32"]
+    common += ["--corpus", str(corpus), "--tokens", "60"]
+    run = CliRunner().invoke
+    page = tmp_path / "page"
+    inspect = run(main, ["inspect", *common, "--feature", "4", "--out", str(page)])
+    assert inspect.exit_code == 0, inspect.output
+    assert "SAE feature 4" in inspect.output and f"layer {TINY_LAYER}" in inspect.output
+    assert "promotes:" in inspect.output and (page / "index.html").is_file()
+    both = run(main, ["inspect", *common, "--feature", "4", "--unit", "2"])
+    assert both.exit_code == 2 and "exactly one of" in both.output
+
+    gen = ["clamp", *common, "--max-new-tokens", "6", "--prompt", "The team"]
+    clamped = run(main, [*gen, "--feature", "5=40"])
+    assert clamped.exit_code == 0, clamped.output
+    without, with_ = clamped.output.splitlines()[1:3]
+    assert with_.startswith("  with feature 5=40: ")
+    assert without.split(": ", 1)[1] != with_.split(": ", 1)[1]
+    steered = run(main, [*gen, "--steer", "unit:3=0.5x"])
+    assert steered.exit_code == 0, steered.output
+
+    out = tmp_path / "effects"
+    measure = ["clamp", *common, "--measure", str(write(tmp_path, STIMULI)), "--out", str(out)]
+    swept = run(main, [*measure, "--boot", "50", "--feature", "5", "--strengths", "0,10x"])
+    assert swept.exit_code == 0, swept.output
+    assert len((out / "effects.csv").read_text().splitlines()) == 3
+    assert (out / "effects.png").is_file() and "10x" in swept.output
+    valued = run(main, [*measure, "--feature", "5=3"])
+    assert valued.exit_code == 2 and "--measure sweeps one intervention" in valued.output
+
+    three = ["--feature", "2", "--feature", "3", "--feature", "4"]
+    attribute = run(main, ["attribute", *common, *three])
+    assert attribute.exit_code == 0, attribute.output
+    assert "correlation: Pearson" in attribute.output
