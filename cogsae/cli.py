@@ -160,3 +160,412 @@ def extract(
             f"{acts.n_units} units (layer {model.layer}, {acts.mask.mean():.0%} of slots valid) "
             f"-> {acts.meta['cache']}"
         )
+
+
+# --------------------------------------------------------------------------- unit inspection
+# and interventions (cogsae.features, cogsae.interventions)
+
+
+def _sae_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--sae and --corpus, shared by inspect / clamp / attribute."""
+    func = click.option(
+        "--corpus",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="Corpus text or .jsonl file (repeatable). Default: the built-in corpus.",
+    )(func)
+    return click.option(
+        "--sae",
+        "sae_name",
+        default="default",
+        show_default=True,
+        help="SAE: 'default' (shipped, layer 15 of smollm2-135m) or an SAE folder "
+        "(cogsae / SAELens / sparsify). Its layer is used unless --layer is given.",
+    )(func)
+
+
+def _load_with_sae(
+    model_name: str | None,
+    layer: int | None,
+    dtype: str,
+    device: str,
+    sae_name: str | None,
+    suggested: dict[str, Any] | None = None,
+) -> tuple[Any, Any]:
+    """(LoadedModel, SAE or None): the model read at --layer, else the SAE's layer, else
+    ``suggested`` (a stimulus set's ``model:``); no SAE is loaded when ``sae_name`` is None."""
+    from cogsae.model import DEFAULT_MODEL, load_model
+    from cogsae.sae.io import check_compatible, load_sae
+
+    suggested = suggested or {}
+    sae = load_sae(sae_name) if sae_name else None
+    if layer is None:
+        layer = sae.cfg.layer if sae is not None else None
+        layer = suggested.get("layer") if layer is None else layer
+    loaded = load_model(
+        model_name or suggested.get("name", DEFAULT_MODEL), layer=layer, dtype=dtype, device=device
+    )
+    if sae is not None:
+        check_compatible(sae, loaded, sae_name)
+        sae.to(loaded.device)
+    return loaded, sae
+
+
+def _slug(*parts: object) -> str:
+    """A file-name-safe join of ``parts`` ("smollm2-135m-L15-sae-feature-12")."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(map(str, parts))).strip("-").lower()
+
+
+def _strength(text: str, field: str) -> tuple[float, bool]:
+    """'2.5' -> (2.5, False); '3x' -> (3.0, True): a multiple of a corpus statistic."""
+    relative = text.strip().lower().endswith("x")
+    try:
+        return float(text.strip()[:-1] if relative else text), relative
+    except ValueError as err:
+        raise CogsaeError(f"expected a number or Kx, got {text!r}", field=field) from err
+
+
+def _split_value(spec: str) -> tuple[str, str | None]:
+    """'HEAD=VALUE' -> (HEAD, VALUE); 'HEAD' -> (HEAD, None)."""
+    head, sep, value = spec.rpartition("=")
+    return (head, value) if sep else (spec, None)
+
+
+def _steer_source(source: str) -> tuple[str, Any]:
+    """("feature", N), ("unit", N) or ("ensemble", Ensemble) from a --steer SOURCE."""
+    from cogsae.features import load_ensemble
+
+    kind, _, index = source.partition(":")
+    if kind in ("feature", "unit"):
+        if not index.isdigit():
+            raise CogsaeError(f"expected {kind}:N, got {source!r}", field="steer")
+        return kind, int(index)
+    return "ensemble", load_ensemble(source)
+
+
+@main.command("inspect")
+@click.option("--feature", type=int, default=None, help="SAE feature to inspect.")
+@click.option("--unit", type=int, default=None, help="Raw residual dimension to inspect.")
+@click.option(
+    "--ensemble",
+    "ensemble_spec",
+    default=None,
+    metavar="RESULTS.json:METHOD:SPACE",
+    help="A run's ensemble (its per-token score), e.g. results/success/RUN/results.json:rsa:sae.",
+)
+@_sae_options
+@click.option("--tokens", "n_tokens", type=int, default=20_000, show_default=True)
+@_model_options
+@click.option("--examples", type=int, default=12, show_default=True, help="Top examples shown.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output folder. Default: results/inspect/<model>-L<layer>-<sae>-<unit>.",
+)
+@user_errors
+def inspect(
+    feature: int | None,
+    unit: int | None,
+    ensemble_spec: str | None,
+    sae_name: str,
+    corpus: tuple[str, ...],
+    n_tokens: int,
+    model_name: str | None,
+    layer: int | None,
+    dtype: str,
+    device: str,
+    examples: int,
+    out: str | None,
+) -> None:
+    """Inspect one unit over a corpus: density, histogram, top and quantile examples, logit lens.
+
+    Give exactly one of --feature, --unit, --ensemble. The corpus scan (layer-L residual of
+    --tokens tokens) is cached. Writes index.html (self-contained), histogram.png,
+    summary.txt and inspection.json, and prints the summary.
+    """
+    from pathlib import Path
+
+    from cogsae import features
+
+    if sum(x is not None for x in (feature, unit, ensemble_spec)) != 1:
+        raise CogsaeError("give exactly one of --feature, --unit, --ensemble", field="feature")
+    ensemble = features.load_ensemble(ensemble_spec) if ensemble_spec else None
+    needs_sae = feature is not None or (ensemble is not None and ensemble.space == "sae")
+    loaded, sae = _load_with_sae(model_name, layer, dtype, device, sae_name if needs_sae else None)
+    scan = features.scan_corpus(loaded, corpus, n_tokens=n_tokens)
+    codes = features.sae_codes(scan, sae) if sae is not None else None
+    if feature is not None:
+        readout = features.feature_readout(codes, sae, feature)
+    elif unit is not None:
+        readout = features.unit_readout(scan, unit)
+    else:
+        readout = features.ensemble_readout(scan, ensemble, sae, codes)
+    sae_tag = Path(sae_name).name if sae is not None else "raw"
+    context = {
+        "model": loaded.name,
+        "layer": loaded.layer,
+        "sae": sae_tag,
+        "corpus": ", ".join(corpus) or "default",
+    }
+    inspection = features.inspect_readout(loaded, scan, readout, context=context, n_top=examples)
+    folder = Path(
+        out
+        or Path(
+            "results", "inspect", _slug(loaded.name, f"L{loaded.layer}", sae_tag, readout.label)
+        )
+    )
+    page = features.write_inspection(inspection, readout.values, folder)
+    click.echo(features.summary(inspection))
+    click.echo(f"-> {page}")
+
+
+@main.command("clamp")
+@click.option("--prompt", "prompts", multiple=True, help="Prompt to continue (repeatable).")
+@click.option(
+    "--feature",
+    "feature_specs",
+    multiple=True,
+    metavar="N[=VALUE]",
+    help="Clamp SAE feature N to VALUE: a number, or Kx = K times the feature's max over the "
+    "corpus scan; N=0 ablates (repeatable). With --measure give N alone: the value is swept.",
+)
+@click.option(
+    "--steer",
+    "steer_spec",
+    default=None,
+    metavar="SOURCE[=COEF]",
+    help="Add COEF * the unit-norm direction of SOURCE: feature:N (decoder vector), unit:N, "
+    "or RESULTS.json:METHOD:SPACE (a run's ensemble). COEF: a number (the added vector's "
+    "norm) or Kx = K times the mean residual norm over the corpus scan.",
+)
+@click.option(
+    "--measure",
+    "measure_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Stimulus YAML: sweep --strengths, report the change of target vs reference "
+    "mean log-probability (difference of differences, bootstrap CI) as CSV and PNG.",
+)
+@click.option(
+    "--strengths",
+    default=None,
+    help="Comma-separated sweep for --measure (numbers or Kx). Default: 0x,1x,2x,4x,8x "
+    "for --feature; -1x,-0.5x,-0.25x,0.25x,0.5x,1x for --steer.",
+)
+@_sae_options
+@click.option(
+    "--tokens", "n_tokens", type=int, default=20_000, show_default=True, help="Scan for Kx."
+)
+@_model_options
+@click.option("--max-new-tokens", type=int, default=40, show_default=True)
+@click.option("--sample", is_flag=True, help="Sample instead of greedy decoding.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling/bootstrap seed.")
+@click.option("--include-first", is_flag=True, help="Also edit position 0 (the attention sink).")
+@click.option("--boot", "n_boot", type=int, default=2000, show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for --measure outputs. Default: results/interventions/<set>-<intervention>.",
+)
+@user_errors
+def clamp(
+    prompts: tuple[str, ...],
+    feature_specs: tuple[str, ...],
+    steer_spec: str | None,
+    measure_path: str | None,
+    strengths: str | None,
+    sae_name: str,
+    corpus: tuple[str, ...],
+    n_tokens: int,
+    model_name: str | None,
+    layer: int | None,
+    dtype: str,
+    device: str,
+    max_new_tokens: int,
+    sample: bool,
+    seed: int,
+    include_first: bool,
+    n_boot: int,
+    out: str | None,
+) -> None:
+    """Clamp, ablate or steer at layer L: generations with and without, or a measured effect.
+
+    Edits go through the layer-L hook (the extraction point), keep the SAE's error term
+    (x' = x + sum_i (c_i - f_i(x)) d_i) and leave position 0 alone unless --include-first.
+    """
+    from pathlib import Path
+
+    from cogsae import features, interventions
+    from cogsae.stimuli import load_stimuli
+
+    if not prompts and not measure_path:
+        raise CogsaeError("give --prompt and/or --measure", field="prompt")
+    clamps = [_split_value(spec) for spec in feature_specs]  # (N, VALUE or None)
+    if not all(index.strip().isdigit() for index, _ in clamps):
+        raise CogsaeError(f"expected N or N=VALUE, got {feature_specs}", field="feature")
+    clamp_ids = tuple(int(index) for index, _ in clamps)
+    steer_source, steer_coef = _split_value(steer_spec) if steer_spec else (None, None)
+    steer_kind, steer_unit = _steer_source(steer_source) if steer_source else (None, None)
+    if not clamps and steer_source is None:
+        raise CogsaeError("give --feature and/or --steer", field="feature")
+    stimuli = load_stimuli(measure_path) if measure_path else None
+    loaded, sae = _load_with_sae(
+        model_name,
+        layer,
+        dtype,
+        device,
+        sae_name
+        if clamps or steer_kind == "feature" or getattr(steer_unit, "space", "") == "sae"
+        else None,
+        stimuli.model if stimuli else None,
+    )
+    if steer_kind == "feature":
+        direction = features.feature_direction(sae, steer_unit)
+    elif steer_kind == "unit":
+        direction = features.unit_direction(loaded.d_model, steer_unit)
+    else:
+        direction = None if steer_unit is None else steer_unit.direction(loaded.d_model, sae)
+    scan = functools.cache(lambda: features.scan_corpus(loaded, corpus, n_tokens=n_tokens))
+    maxima = functools.cache(lambda: features.feature_maxima(features.sae_codes(scan(), sae)))
+
+    def edits(clamp_values: list[str], coef: str | None) -> tuple[Any, ...]:
+        """The edits for these VALUE / COEF strings, Kx resolved against the corpus scan."""
+        out: list[Any] = []
+        if clamps:
+            values = []
+            for feature, text in zip(clamp_ids, clamp_values, strict=True):
+                value, relative = _strength(text, "feature")
+                values.append(value * float(maxima()[feature]) if relative else value)
+            out.append(interventions.Clamp(sae, clamp_ids, tuple(values)))
+        if direction is not None and coef is not None:
+            value, relative = _strength(coef, "steer")
+            norm = float(scan().residual.float().norm(dim=1).mean()) if relative else 1.0
+            out.append(interventions.Steer(direction, value * norm))
+        return tuple(out)
+
+    if prompts:
+        if any(v is None for _, v in clamps) or (steer_source and steer_coef is None):
+            raise CogsaeError("generation needs N=VALUE and SOURCE=COEF", field="feature")
+        active = edits([str(v) for _, v in clamps], steer_coef)
+        described = ", ".join(
+            [f"feature {spec}" for spec in feature_specs]
+            + ([f"steer {steer_spec}"] if steer_spec else [])
+        )
+        gen = {
+            "max_new_tokens": max_new_tokens,
+            "sample": sample,
+            "seed": seed,
+            "include_first": include_first,
+        }
+        for prompt in prompts:
+            click.echo(f"prompt: {prompt!r}")
+            click.echo(f"  without: {interventions.generate(loaded, prompt, **gen)!r}")
+            with_edit = interventions.generate(loaded, prompt, active, **gen)
+            click.echo(f"  with {described}: {with_edit!r}")
+    if stimuli is None:
+        return
+    if (clamps and steer_source) or any(v is not None for _, v in clamps) or steer_coef:
+        raise CogsaeError(
+            "--measure sweeps one intervention: give --feature N ... or --steer SOURCE, "
+            "without values (they come from --strengths)",
+            field="measure",
+        )
+    default = "0x,1x,2x,4x,8x" if clamps else "-1x,-0.5x,-0.25x,0.25x,0.5x,1x"
+    labels = [s.strip() for s in (strengths or default).split(",") if s.strip()]
+    settings = [
+        interventions.Setting(
+            label,
+            _strength(label, "strengths")[0],
+            edits([label] * len(clamps), None if clamps else label),
+        )
+        for label in labels
+    ]
+    effects = interventions.measure_effect(
+        loaded, stimuli, settings, n_boot=n_boot, seed=seed, include_first=include_first
+    )
+    what = f"features {','.join(map(str, clamp_ids))}" if clamps else f"steer {steer_source}"
+    folder = Path(out or Path("results", "interventions", _slug(stimuli.name, what)))
+    title = (
+        f"{stimuli.name}: {stimuli.target} - {stimuli.reference}, {what} "
+        f"({loaded.name} L{loaded.layer})"
+    )
+    interventions.write_effects(effects, folder / "effects.csv", folder / "effects.png", title)
+    click.echo(title)
+    click.echo(f"  {'strength':>9} {'effect':>9}  {'95% CI':^22} {'target':>9} {'reference':>9}")
+    for e in effects:
+        click.echo(
+            f"  {e.label:>9} {e.effect:+9.4f}  [{e.ci_low:+9.4f}, {e.ci_high:+9.4f}] "
+            f"{e.target_delta:+9.4f} {e.reference_delta:+9.4f}"
+        )
+    click.echo(f"  (nats/token vs no intervention) -> {folder}/effects.csv, effects.png")
+
+
+@main.command("attribute")
+@click.option("--feature", "feature_ids", multiple=True, type=int, help="SAE feature (repeatable).")
+@click.option(
+    "--ensemble",
+    "ensemble_spec",
+    default=None,
+    metavar="RESULTS.json:METHOD:sae",
+    help="Also take the units of a run's SAE-space ensemble.",
+)
+@_sae_options
+@click.option("--tokens", "n_tokens", type=int, default=2048, show_default=True)
+@_model_options
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="CSV path.")
+@user_errors
+def attribute(
+    feature_ids: tuple[int, ...],
+    ensemble_spec: str | None,
+    sae_name: str,
+    corpus: tuple[str, ...],
+    n_tokens: int,
+    model_name: str | None,
+    layer: int | None,
+    dtype: str,
+    device: str,
+    batch_size: int,
+    out: str | None,
+) -> None:
+    """Ablate SAE features one at a time on a corpus sample; compare with gradient attribution.
+
+    For each feature: the change in mean next-token loss when it is ablated (error term
+    kept) and its first-order estimate -f_i (d_i . dL/dx) at layer L, with their Pearson
+    and Spearman correlation. Use --dtype float32: bf16 rounding is of the order of
+    single-feature effects.
+    """
+    from pathlib import Path
+
+    from cogsae import features, interventions
+
+    ids = list(feature_ids)
+    if ensemble_spec:
+        ensemble = features.load_ensemble(ensemble_spec)
+        if ensemble.space != "sae":
+            raise CogsaeError("attribution needs an SAE-space ensemble", field="ensemble")
+        ids += [u for u in ensemble.units if u not in ids]
+    if not ids:
+        raise CogsaeError("give --feature and/or --ensemble", field="feature")
+    loaded, sae = _load_with_sae(model_name, layer, dtype, device, sae_name)
+    batches = interventions.corpus_batches(loaded, corpus, n_tokens=n_tokens, batch_size=batch_size)
+    result = interventions.ablation_attribution(loaded, sae, ids, batches)
+    path = Path(
+        out
+        or Path(
+            "results",
+            "attribution",
+            _slug(loaded.name, f"L{loaded.layer}", Path(sae_name).name) + ".csv",
+        )
+    )
+    interventions.write_attribution(result, path)
+    click.echo(f"loss {result.loss:.4f} nats/token over {result.n_tokens} tokens")
+    click.echo(f"  {'feature':>8} {'ablation':>10} {'predicted':>10}")
+    for f, a, b in zip(result.features, result.ablation, result.attribution, strict=True):
+        click.echo(f"  {f:>8} {a:+10.5f} {-b:+10.5f}")
+    click.echo(f"  correlation: Pearson {result.pearson:.3f}, Spearman {result.spearman:.3f}")
+    click.echo(f"-> {path}")
