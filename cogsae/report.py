@@ -1,0 +1,711 @@
+"""The comparative method report: results.json, CSV tables, PNG figures, report.md/.html.
+
+`write_report` turns a finished run into files; `render_report` rebuilds report.md and
+the self-contained report.html from results.json and the figures alone (what
+`cogsae report DIR` does), and `combine_reports` puts several runs (several concepts)
+side by side.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from cogsae._io import atomic_path, write_json, write_text
+from cogsae.errors import CogsaeError
+
+if TYPE_CHECKING:
+    from cogsae.activations import Activations
+    from cogsae.ensemble import MethodResult
+    from cogsae.pipeline import ConceptResult, RunConfig
+    from cogsae.stimuli import LengthCheck, StimulusSet
+
+ALPHA = 0.05
+SPACE_COLORS = {"sae": "#1b9e77", "raw": "#7570b3"}
+
+
+# --------------------------------------------------------------------------- results.json
+
+
+def _method_record(result: MethodResult, p_holm: float) -> dict[str, Any]:
+    model = result.model
+    return {
+        "method": result.method,
+        "space": result.space,
+        "k": result.k,
+        "auroc": result.auroc,
+        "auroc_ci": list(result.auroc_ci),
+        "balanced_accuracy": result.balanced_accuracy,
+        "balanced_accuracy_ci": list(result.balanced_accuracy_ci),
+        "p_value": result.p_value,
+        "p_holm": p_holm,
+        "n_permutations_run": int(result.null_aurocs.size),
+        "selected_units": model.units.tolist() if model.units.size <= 64 else None,
+        "fold_units": [u.tolist() for u in result.selected_units] if result.k <= 64 else None,
+        "stability": result.stability,
+        "null_aurocs": np.round(result.null_aurocs, 4).tolist(),
+        "final_model": {
+            "units": model.units.tolist(),
+            "coef": model.coef.tolist(),
+            "intercept": model.intercept,
+            "mean": model.mean.tolist(),
+            "scale": model.scale.tolist(),
+        },
+    }
+
+
+def _holm(p_values: list[float]) -> list[float]:
+    from statsmodels.stats.multitest import multipletests
+
+    return multipletests(p_values, method="holm")[1].tolist() if p_values else []
+
+
+def concept_record(concept: ConceptResult) -> dict[str, Any]:
+    """JSON-ready summary of one concept's results."""
+    p_holm = _holm([m.p_value for m in concept.methods])
+    record: dict[str, Any] = {
+        "factor": concept.factor,
+        "target": concept.target,
+        "reference": concept.reference,
+        "n_items": int(concept.items.size),
+        "n_target": int((concept.labels == 1).sum()),
+        "methods": [_method_record(m, p) for m, p in zip(concept.methods, p_holm, strict=True)],
+        "k_curve": [
+            {
+                "method": m.method,
+                "space": m.space,
+                "k": m.k,
+                "auroc": m.auroc,
+                "auroc_ci": list(m.auroc_ci),
+            }
+            for m in concept.k_curve
+        ],
+        "comparisons": concept.comparisons,
+        "population_rsa": {},
+        "contrasts": {},
+        "glm": {},
+        "transfer": concept.transfer,
+        "corpus": concept.corpus,
+    }
+    for space, cat in concept.categorical.items():
+        disc = concept.discriminative[space]
+        record["population_rsa"][space] = {
+            "categorical": {
+                "r": cat.r,
+                "p": cat.p,
+                "ci": [cat.ci_low, cat.ci_high],
+                "method": cat.method,
+                "metric": cat.metric,
+            },
+            "discriminative": {
+                "between": disc.between,
+                "within": disc.within,
+                "difference": disc.difference,
+                "p_between": disc.p_between,
+                "p_difference": disc.p_difference,
+                "edi": disc.edi,
+            },
+        }
+    for space, con in concept.contrasts.items():
+        order = np.argsort(np.where(con.active, con.p, np.inf), kind="stable")[:10]
+        record["contrasts"][space] = {
+            "n_units": int(con.t.size),
+            "n_active": int(con.active.sum()),
+            "n_q05": int(np.nansum(con.q < ALPHA)),
+            "top": [
+                {
+                    "unit": int(u),
+                    "t": float(con.t[u]),
+                    "q": float(con.q[u]),
+                    "g": float(con.g[u]),
+                    "auroc": float(con.auroc[u]),
+                }
+                for u in order
+            ],
+        }
+    for space, glm in concept.glm.items():
+        record["glm"][space] = {
+            name: int(np.nansum(glm.q[i] < ALPHA)) for i, name in enumerate(glm.contrasts)
+        }
+    return record
+
+
+def write_report(
+    directory: Path,
+    stimuli: StimulusSet,
+    config: RunConfig,
+    spaces: dict[str, dict[str, Activations]],
+    concepts: list[ConceptResult],
+    provenance: dict[str, Any],
+    lengths: LengthCheck,
+) -> Path:
+    """Write results.json, tables/, figures/ and the rendered report into ``directory``."""
+    raw = spaces["items"]["raw"]
+    results = {
+        "stimuli": {
+            "name": stimuli.name,
+            "path": str(stimuli.path),
+            "description": stimuli.description,
+            "concept": stimuli.concept,
+            "factors": stimuli.factors,
+            "target": stimuli.target,
+            "reference": stimuli.reference,
+            "n_items": len(stimuli.items),
+            "n_test_items": len(stimuli.test_items),
+            "grouped": stimuli.groups() is not None,
+            "design": lengths.rows,
+            "length_test": {
+                "test": lengths.test,
+                "statistic": lengths.statistic,
+                "p": lengths.p_value,
+            },
+        },
+        "model": {k: raw.meta[k] for k in ("model", "layer", "dtype", "window")},
+        "spaces": {name: acts.n_units for name, acts in spaces["items"].items()},
+        "config": asdict(config),
+        "shuffled_labels": config.shuffle_labels is not None,
+        "provenance": provenance,
+        "concepts": [concept_record(c) for c in concepts],
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_tables(directory / "tables", concepts)
+    _write_figures(directory / "figures", concepts, spaces["items"])
+    write_json(directory / "results.json", results)
+    render_report(directory)
+    return directory
+
+
+def _write_tables(folder: Path, concepts: list[ConceptResult]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for concept in concepts:
+        tag = concept.factor
+        record = concept_record(concept)
+        methods = pd.DataFrame(
+            [
+                {
+                    k: v
+                    for k, v in m.items()
+                    if k not in ("null_aurocs", "final_model", "fold_units")
+                }
+                for m in record["methods"]
+            ]
+        )
+        _csv(methods, folder / f"methods_{tag}.csv")
+        _csv(pd.DataFrame(concept.comparisons), folder / f"comparisons_{tag}.csv")
+        if concept.k_curve:
+            _csv(pd.DataFrame(record["k_curve"]), folder / f"auroc_vs_k_{tag}.csv")
+        for space, con in concept.contrasts.items():
+            _csv(con.to_frame(), folder / f"contrasts_{tag}_{space}.csv")
+        for space, glm in concept.glm.items():
+            _csv(glm.to_frame(), folder / f"glm_{space}.csv")
+
+
+def _csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, float_format="%.6g")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def plot_method_aurocs(results: list[dict[str, Any]], title: str) -> plt.Figure:
+    """Held-out AUROC with bootstrap CI per readout, coloured by space; chance at 0.5."""
+    frame = pd.DataFrame(results).sort_values("auroc")
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(frame) + 1.2))
+    for row_i, (_, row) in enumerate(frame.iterrows()):
+        color = SPACE_COLORS.get(row["space"], "grey")
+        ax.errorbar(
+            row["auroc"],
+            row_i,
+            xerr=[[row["auroc"] - row["auroc_ci"][0]], [row["auroc_ci"][1] - row["auroc"]]],
+            fmt="o",
+            color=color,
+            capsize=3,
+        )
+        mark = "*" if row.get("p_holm", 1) < ALPHA else ""
+        ax.text(1.005, row_i, mark, va="center", fontsize=12)
+    ax.set_yticks(
+        range(len(frame)),
+        [f"{s}:{m}" for s, m in zip(frame["space"], frame["method"], strict=True)],
+    )
+    ax.axvline(0.5, color="black", lw=0.8, ls="--")
+    ax.set_xlim(min(0.3, frame["auroc_ci"].map(lambda c: c[0]).min() - 0.02), 1.02)
+    ax.set_xlabel("held-out AUROC (95% bootstrap CI; * Holm p < 0.05)")
+    ax.set_title(title)
+    return fig
+
+
+def plot_auroc_vs_k(
+    curve: list[dict[str, Any]], main: list[dict[str, Any]], title: str
+) -> plt.Figure:
+    """AUROC against ensemble size k per method and space."""
+    keep = {(m["method"], m["space"]) for m in curve}
+    rows = curve + [m for m in main if (m["method"], m["space"]) in keep]
+    frame = pd.DataFrame(rows)
+    frame["readout"] = frame["space"] + ":" + frame["method"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.lineplot(data=frame.sort_values("k"), x="k", y="auroc", hue="readout", marker="o", ax=ax)
+    ax.set_xscale("log", base=2)
+    ax.axhline(0.5, color="black", lw=0.8, ls="--")
+    ax.set_ylabel("held-out AUROC")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def plot_nulls(results: list[dict[str, Any]], title: str) -> plt.Figure:
+    """Permutation null distribution of each readout's AUROC with the observed value."""
+    n = len(results)
+    cols = 4
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.2 * rows), squeeze=False)
+    for ax, res in zip(axes.flat, results, strict=False):
+        null = np.asarray(res["null_aurocs"])
+        if null.size:
+            ax.hist(null, bins=20, color="lightgrey", edgecolor="grey")
+        ax.axvline(res["auroc"], color="crimson", lw=2)
+        ax.set_title(
+            f"{res['space']}:{res['method']}\np={res['p_value']:.3g} (n={null.size})", fontsize=8
+        )
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_concept_scores(corpus: dict[str, Any], title: str) -> plt.Figure:
+    """Mean judged relevance (0-3) of each method's top corpus examples with CIs."""
+    rows = [
+        {"readout": label, "mean": v["mean_relevance"], "lo": v["ci"][0], "hi": v["ci"][1]}
+        for label, v in corpus["methods"].items()
+    ]
+    frame = pd.DataFrame(rows).sort_values("mean")
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(frame) + 1.2))
+    ax.errorbar(
+        frame["mean"],
+        range(len(frame)),
+        xerr=[frame["mean"] - frame["lo"], frame["hi"] - frame["mean"]],
+        fmt="o",
+        capsize=3,
+    )
+    ax.set_yticks(range(len(frame)), frame["readout"])
+    ax.set_xlim(-0.1, 3.1)
+    ax.set_xlabel(f"mean relevance of top examples (0-3, judge: {corpus.get('judge', '?')})")
+    ax.set_title(title)
+    return fig
+
+
+def _write_figures(
+    folder: Path, concepts: list[ConceptResult], spaces: dict[str, Activations]
+) -> None:
+    from cogsae import vis
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for concept in concepts:
+        tag = concept.factor
+        record = concept_record(concept)
+        name = f"{concept.target} vs {concept.reference}"
+        _save(plot_method_aurocs(record["methods"], name), folder / f"auroc_{tag}.png")
+        _save(
+            plot_nulls(record["methods"], f"permutation nulls: {name}"), folder / f"nulls_{tag}.png"
+        )
+        if record["k_curve"]:
+            _save(
+                plot_auroc_vs_k(record["k_curve"], record["methods"], name),
+                folder / f"auroc_vs_k_{tag}.png",
+            )
+        if concept.corpus.get("methods"):
+            _save(plot_concept_scores(concept.corpus, name), folder / f"concept_scores_{tag}.png")
+        for space, con in concept.contrasts.items():
+            _save(
+                vis.volcano_plot(con, title=f"{space}: {name}"),
+                folder / f"volcano_{tag}_{space}.png",
+            )
+            _save(
+                vis.rdm_heatmap(
+                    concept.categorical[space].rdms, concept.labels, title=f"{space} RDM"
+                ),
+                folder / f"rdm_{tag}_{space}.png",
+            )
+            best = max(
+                (
+                    m
+                    for m in concept.methods
+                    if m.space == space and m.method in ("rsa_discriminative", "contrast")
+                ),
+                key=lambda m: m.auroc,
+                default=None,
+            )
+            if best is not None:
+                sub = spaces[space].subset(concept.items)
+                _save(
+                    vis.position_profile(
+                        sub.values,
+                        sub.mask,
+                        concept.labels,
+                        best.model.units,
+                        title=f"{space}:{best.method} units",
+                    ),
+                    folder / f"profile_{tag}_{space}.png",
+                )
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _fmt_p(p: float) -> str:
+    return "n/a" if p is None or not np.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
+
+
+def _ci(ci: list[float]) -> str:
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
+    """One honest paragraph: what won, by how much, and what did not hold."""
+    methods = concept["methods"]
+    best = max(methods, key=lambda m: m["auroc"])
+    selection = [m for m in methods if m["method"] not in ("random", "diff_means", "dense_l2")]
+    best_sel = max(selection, key=lambda m: m["auroc"])
+    dense = next((m for m in methods if m["method"] == "dense_l2"), None)
+    text = [
+        f"On **{concept['target']} vs {concept['reference']}** ({concept['n_items']} items), "
+        f"the best readout was **{best['space']}:{best['method']}** "
+        f"(held-out AUROC {best['auroc']:.3f}, "
+        f"95% CI {_ci(best['auroc_ci'])}, permutation p {_fmt_p(best['p_value'])})."
+    ]
+    if best_sel is not best:
+        text.append(
+            f"The best k = {best_sel['k']} selection was {best_sel['space']}:{best_sel['method']} "
+            f"(AUROC {best_sel['auroc']:.3f} {_ci(best_sel['auroc_ci'])})."
+        )
+    comparisons = {(c["a"], c["b"]): c for c in concept["comparisons"]}
+    sae_vs_raw = [
+        c for (a, b), c in comparisons.items() if a.startswith("sae:") and b.startswith("raw:")
+    ]
+    if sae_vs_raw:
+        wins = [c for c in sae_vs_raw if c["diff"] > 0 and c["p_corrected"] < ALPHA]
+        losses = [c for c in sae_vs_raw if c["diff"] < 0 and c["p_corrected"] < ALPHA]
+        text.append(
+            f"SAE features beat raw units significantly for {len(wins)} of {len(sae_vs_raw)} "
+            f"selection methods and lost significantly for {len(losses)} "
+            "(Holm-corrected paired tests)."
+        )
+    rsa_vs_max = [
+        c
+        for (a, b), c in comparisons.items()
+        if a.endswith(":rsa_discriminative") and b.endswith(":max_activation")
+    ]
+    for c in rsa_vs_max:
+        verdict = "beat" if c["diff"] > 0 else "did not beat"
+        sig = "significantly" if c["p_corrected"] < ALPHA else "not significantly"
+        text.append(
+            f"In {c['a'].split(':')[0]} space discriminative RSA {verdict} max-activation "
+            f"(ΔAUROC {c['diff']:+.3f}, {sig}, corrected p {_fmt_p(c['p_corrected'])})."
+        )
+    if dense is not None:
+        beat_dense = [
+            c
+            for (a, b), c in comparisons.items()
+            if b == "raw:dense_l2" and c["diff"] > 0 and c["p_corrected"] < ALPHA
+        ]
+        text.append(
+            f"The dense L2 probe on all raw units reached AUROC {dense['auroc']:.3f}; "
+            f"{len(beat_dense)} k-unit selections beat it significantly."
+        )
+    if results.get("shuffled_labels"):
+        n_sig = sum(m["p_holm"] < ALPHA for m in methods)
+        text.append(
+            f"**Labels were shuffled** (null run): {n_sig} of {len(methods)} readouts were "
+            "significant after Holm correction; any such result is a false positive."
+        )
+    return " ".join(text)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, floatfmt=".3f")
+
+
+def methods_table(concept: dict[str, Any]) -> pd.DataFrame:
+    """The comparison table of the report: one row per readout, best first."""
+    rows = []
+    for m in sorted(concept["methods"], key=lambda m: -m["auroc"]):
+        transfer = concept.get("transfer", {}).get(f"{m['space']}:{m['method']}")
+        corpus = concept.get("corpus", {}).get("methods", {}).get(f"{m['space']}:{m['method']}")
+        rows.append(
+            {
+                "space": m["space"],
+                "method": m["method"],
+                "k": m["k"],
+                "AUROC": m["auroc"],
+                "95% CI": _ci(m["auroc_ci"]),
+                "bal. acc.": m["balanced_accuracy"],
+                "p (perm.)": _fmt_p(m["p_value"]),
+                "p (Holm)": _fmt_p(m["p_holm"]),
+                "stability": m["stability"],
+                **({"test AUROC": transfer["auroc"]} if transfer else {}),
+                **({"relevance": corpus["mean_relevance"]} if corpus else {}),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _design_table(stimuli: dict[str, Any]) -> pd.DataFrame:
+    frame = pd.DataFrame(stimuli["design"])
+    return frame.rename(columns={"tokens_mean": "tokens (mean)", "tokens_sd": "tokens (sd)"})
+
+
+def render_markdown(directory: Path, results: dict[str, Any]) -> str:
+    """report.md from results.json (figures referenced by relative path)."""
+    stim = results["stimuli"]
+    model = results["model"]
+    config = results["config"]
+    figures = directory / "figures"
+    lines = [
+        f"# cogsae report: {stim['name']}",
+        "",
+        f"*{stim['description']}* Concept: **{stim['concept']}**. Model `{model['model']}`, "
+        f"layer {model['layer']} ({model['dtype']}), window {model['window']['align']}/"
+        f"{model['window']['size']}; spaces: "
+        + ", ".join(f"{s} ({n} units)" for s, n in results["spaces"].items())
+        + ".",
+        "",
+        "## Design",
+        "",
+        _table(_design_table(stim)),
+        "",
+        f"Token length by condition: {stim['length_test']['test']} = "
+        f"{stim['length_test']['statistic']:.2f}, p = {_fmt_p(stim['length_test']['p'])}.",
+        "",
+    ]
+    for concept in results["concepts"]:
+        tag = concept["factor"]
+        lines += [
+            f"## Concept: {concept['target']} vs {concept['reference']} (factor `{tag}`)",
+            "",
+            "### Main finding",
+            "",
+            main_finding(results, concept),
+            "",
+            "### Methods compared",
+            "",
+            _table(methods_table(concept)),
+            "",
+        ]
+        for fig in ("auroc", "auroc_vs_k", "nulls", "concept_scores"):
+            if (figures / f"{fig}_{tag}.png").exists():
+                lines += [f"![{fig}](figures/{fig}_{tag}.png)", ""]
+        comp = pd.DataFrame(concept["comparisons"])
+        if not comp.empty:
+            lines += [
+                "### Paired comparisons",
+                "",
+                "Same folds for every readout; paired permutation test on held-out ranks, "
+                f"{comp['correction'].iloc[0]}-corrected over the family below.",
+                "",
+                _table(
+                    comp[
+                        [
+                            "a",
+                            "b",
+                            "auroc_a",
+                            "auroc_b",
+                            "diff",
+                            "ci_low",
+                            "ci_high",
+                            "p",
+                            "p_corrected",
+                        ]
+                    ]
+                ),
+                "",
+            ]
+        lines += ["### Population RSA and univariate contrasts", ""]
+        rows = []
+        for space, rsa in concept["population_rsa"].items():
+            cat, disc = rsa["categorical"], rsa["discriminative"]
+            con = concept["contrasts"][space]
+            rows.append(
+                {
+                    "space": space,
+                    f"categorical r ({cat['method']})": cat["r"],
+                    "cat. CI": _ci(cat["ci"]),
+                    "cat. p": _fmt_p(cat["p"]),
+                    "crossnobis between": disc["between"],
+                    "within": disc["within"],
+                    "p(between>within)": _fmt_p(disc["p_difference"]),
+                    "units q<0.05": f"{con['n_q05']} / {con['n_active']} active",
+                }
+            )
+        lines += [_table(pd.DataFrame(rows)), ""]
+        for space in concept["contrasts"]:
+            for fig in ("volcano", "rdm", "profile"):
+                if (figures / f"{fig}_{tag}_{space}.png").exists():
+                    lines += [f"![{fig} {space}](figures/{fig}_{tag}_{space}.png)", ""]
+        if concept.get("glm"):
+            lines += ["Factorial GLM, units at q < 0.05 per contrast:", ""]
+            lines += [_table(pd.DataFrame(concept["glm"]).T.reset_index(names="space")), ""]
+        corpus = concept.get("corpus") or {}
+        if corpus.get("methods"):
+            lines += ["### Top corpus examples", ""]
+            for label, entry in corpus["methods"].items():
+                examples = entry.get("examples", [])[:3]
+                lines.append(
+                    f"- **{label}** (mean relevance {entry['mean_relevance']:.2f}): "
+                    + " · ".join(f"“{e['text'][:90]}” ({e['relevance']})" for e in examples)
+                )
+            lines.append("")
+    lines += [
+        "## Methods",
+        "",
+        f"Activations: residual stream at the output of block {model['layer']} (hidden_states"
+        f"[{model['layer'] + 1}]), window-mean over valid positions (position 0 excluded, "
+        "short items masked, never zero-padded). Units: raw residual dimensions and SAE features. "
+        f"Selection (k = {', '.join(map(str, config['k']))}) by discriminative RSA, "
+        "categorical RSA, "
+        "max-activation, Welch-t contrast or at random, always INSIDE each outer fold on training "
+        "items only; then standardization and L1 logistic regression. Baselines: difference of "
+        "means and a dense L2 probe on all raw units. Outer CV: "
+        f"{config['n_repeats']} x {config['n_splits']}-fold stratified"
+        + (", grouped by item group" if stim["grouped"] else "")
+        + ". AUROC and balanced accuracy pooled over held-out items per repeat; "
+        f"{config['n_bootstrap']} bootstrap resamples for CIs; up to "
+        f"{config['n_permutations']} label permutations re-running selection in each "
+        "(sequential stopping for null readouts), Holm correction over readouts. "
+        "Paired comparisons on the same folds. Contrasts: Welch t, Hedges g, AUROC per unit, "
+        "Benjamini-Hochberg q over active units. Population RSA: rsatoolbox RDMs (correlation "
+        "distance raw, Euclidean SAE) vs the category model by rho-a, label-permutation p and item "
+        "bootstrap CI; crossnobis distances with diagonal noise normalization, folds over items.",
+        "",
+        f"Provenance: cogsae {results['provenance']['cogsae']}, torch "
+        f"{results['provenance']['torch']}, seed {config['seed']}, run key "
+        f"{results['provenance']['run_key']}; stage times (s): "
+        f"{results['provenance']['timings_s']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3} td:first-child,td:nth-child(2){text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
+h2{border-bottom:2px solid #1b9e77;padding-bottom:3px}
+"""
+
+
+def render_html(markdown_text: str, directory: Path, title: str) -> str:
+    """Self-contained HTML: markdown rendered, figures inlined as base64 data URIs."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def inline(match: re.Match[str]) -> str:
+        path = directory / match.group(1)
+        if not path.exists():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="(figures/[^"]+\.png)"', inline, body)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+
+
+def load_results(directory: Path) -> dict[str, Any]:
+    """results.json of a run directory, or a CogsaeError naming it."""
+    path = Path(directory) / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise CogsaeError("not a cogsae run directory (no results.json)", path=directory) from err
+    except json.JSONDecodeError as err:
+        raise CogsaeError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from err
+
+
+def render_report(directory: Path) -> Path:
+    """Rebuild report.md and report.html of a run from its results.json and figures."""
+    directory = Path(directory)
+    results = load_results(directory)
+    text = render_markdown(directory, results)
+    write_text(directory / "report.md", text)
+    write_text(
+        directory / "report.html",
+        render_html(text, directory, f"cogsae: {results['stimuli']['name']}"),
+    )
+    return directory / "report.html"
+
+
+def combine_reports(directories: list[Path], output: Path) -> Path:
+    """One cross-concept comparison of several runs: AUROC per readout and concept."""
+    rows = []
+    for directory in directories:
+        results = load_results(directory)
+        for concept in results["concepts"]:
+            for m in concept["methods"]:
+                rows.append(
+                    {
+                        "set": results["stimuli"]["name"],
+                        "concept": f"{concept['target']} vs {concept['reference']}",
+                        "readout": f"{m['space']}:{m['method']}",
+                        "auroc": m["auroc"],
+                        "p_holm": m["p_holm"],
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    output.mkdir(parents=True, exist_ok=True)
+    _csv(frame, output / "combined.csv")
+    pivot = frame.pivot_table(index="readout", columns="concept", values="auroc")
+    fig, ax = plt.subplots(figsize=(1.6 * pivot.shape[1] + 3, 0.35 * pivot.shape[0] + 1.5))
+    sns.heatmap(pivot, annot=True, fmt=".2f", cmap="viridis", vmin=0.5, vmax=1.0, ax=ax)
+    ax.set_title("held-out AUROC by readout and concept")
+    (output / "figures").mkdir(exist_ok=True)
+    _save(fig, output / "figures" / "combined_auroc.png")
+    best = frame.loc[frame.groupby("concept")["auroc"].idxmax()]
+    text = "\n".join(
+        [
+            "# cogsae: cross-concept comparison",
+            "",
+            "Runs: " + ", ".join(f"`{d}`" for d in directories),
+            "",
+            "## Best readout per concept",
+            "",
+            _table(best[["set", "concept", "readout", "auroc", "p_holm"]]),
+            "",
+            "## Held-out AUROC by readout (rows) and concept (columns)",
+            "",
+            _table(pivot.reset_index()),
+            "",
+            "![combined](figures/combined_auroc.png)",
+            "",
+        ]
+    )
+    write_text(output / "report.md", text)
+    write_text(
+        output / "report.html", render_html(text, output, "cogsae: cross-concept comparison")
+    )
+    return output / "report.html"
