@@ -164,8 +164,8 @@ def scan_corpus(
 
 
 def sae_fingerprint(sae: SAE) -> str:
-    """Content hash of an SAE's parameters and buffers (a cache key)."""
-    digest = hashlib.sha256()
+    """Content hash of an SAE's config, parameters and buffers (a cache key)."""
+    digest = hashlib.sha256(repr(sae.cfg).encode())
     for name, tensor in sorted(sae.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
@@ -501,8 +501,10 @@ def histogram_png(values: np.ndarray, label: str) -> bytes:
     ax.set_yscale("log")
     ax.set_xlabel("activation")
     ax.set_ylabel("tokens")
-    density = np.mean(values > 0)
-    ax.set_title(f"{label}: {len(nonzero)} nonzero of {len(values)}, density {density:.4f}")
+    ax.set_title(
+        f"{label}: nonzero values of {len(values)} tokens; density (> 0) {np.mean(values > 0):.4f}",
+        fontsize=9,
+    )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
