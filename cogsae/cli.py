@@ -392,7 +392,9 @@ def clamp(
     n_boot: int,
     out: str | None,
 ) -> None:
-    """Clamp, ablate or steer at layer L: generations with and without, or a measured effect.
+    """Clamp, ablate or steer at layer L: generations with and without (--prompt, values
+    given: --feature N=VALUE, --steer SOURCE=COEF), or a measured effect (--measure, values
+    swept by --strengths).
 
     Edits go through the layer-L hook (the extraction point), keep the SAE's error term
     (x' = x + sum_i (c_i - f_i(x)) d_i) and leave position 0 alone unless --include-first.
@@ -402,8 +404,8 @@ def clamp(
     from cogsae import features, interventions
     from cogsae.stimuli import load_stimuli
 
-    if not prompts and not measure_path:
-        raise CogsaeError("give --prompt and/or --measure", field="prompt")
+    if bool(prompts) == bool(measure_path):
+        raise CogsaeError("give --prompt (generation) or --measure (a sweep)", field="prompt")
     clamps = [_split_value(spec) for spec in feature_specs]  # (N, VALUE or None)
     if not all(index.strip().isdigit() for index, _ in clamps):
         raise CogsaeError(f"expected N or N=VALUE, got {feature_specs}", field="feature")
@@ -412,15 +414,28 @@ def clamp(
     steer_kind, steer_unit = _steer_source(steer_source) if steer_source else (None, None)
     if not clamps and steer_source is None:
         raise CogsaeError("give --feature and/or --steer", field="feature")
+    if prompts and (any(v is None for _, v in clamps) or (steer_source and steer_coef is None)):
+        raise CogsaeError("generation needs N=VALUE and SOURCE=COEF", field="feature")
+    if measure_path and (
+        (clamps and steer_source) or any(v is not None for _, v in clamps) or steer_coef
+    ):
+        raise CogsaeError(
+            "--measure sweeps one intervention: give --feature N ... or --steer SOURCE, "
+            "without values (they come from --strengths)",
+            field="measure",
+        )
     stimuli = load_stimuli(measure_path) if measure_path else None
+    needs_sae = (
+        bool(clamps)
+        or steer_kind == "feature"
+        or (steer_kind == "ensemble" and steer_unit.space == "sae")
+    )
     loaded, sae = _load_with_sae(
         model_name,
         layer,
         dtype,
         device,
-        sae_name
-        if clamps or steer_kind == "feature" or getattr(steer_unit, "space", "") == "sae"
-        else None,
+        sae_name if needs_sae else None,
         stimuli.model if stimuli else None,
     )
     if steer_kind == "feature":
@@ -448,8 +463,6 @@ def clamp(
         return tuple(out)
 
     if prompts:
-        if any(v is None for _, v in clamps) or (steer_source and steer_coef is None):
-            raise CogsaeError("generation needs N=VALUE and SOURCE=COEF", field="feature")
         active = edits([str(v) for _, v in clamps], steer_coef)
         described = ", ".join(
             [f"feature {spec}" for spec in feature_specs]
@@ -466,14 +479,7 @@ def clamp(
             click.echo(f"  without: {interventions.generate(loaded, prompt, **gen)!r}")
             with_edit = interventions.generate(loaded, prompt, active, **gen)
             click.echo(f"  with {described}: {with_edit!r}")
-    if stimuli is None:
         return
-    if (clamps and steer_source) or any(v is not None for _, v in clamps) or steer_coef:
-        raise CogsaeError(
-            "--measure sweeps one intervention: give --feature N ... or --steer SOURCE, "
-            "without values (they come from --strengths)",
-            field="measure",
-        )
     default = "0x,1x,2x,4x,8x" if clamps else "-1x,-0.5x,-0.25x,0.25x,0.5x,1x"
     labels = [s.strip() for s in (strengths or default).split(",") if s.strip()]
     settings = [
