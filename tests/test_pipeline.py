@@ -1,0 +1,155 @@
+"""`cogsae run` end to end on a tiny random Llama: planted signal found, nulls calibrated,
+stages resumed, report written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cogsae.cli import main
+from cogsae.model import LoadedModel
+from cogsae.pipeline import RunConfig, execute
+from cogsae.sae.base import SAE, SAEConfig
+from cogsae.sae.io import save_sae
+
+SUBJECTS = ["The team", "My sister", "The company", "Our lab", "The band", "His class"]
+OBJECTS = ["the prize", "the contract", "the final", "the grant", "the award", "the vote"]
+GAIN = ["won", "secured", "earned", "claimed"]
+LOSS = ["lost", "forfeited", "missed", "dropped"]
+
+
+def planted_set(folder: Path) -> Path:
+    """A set whose conditions differ by verb identity, which even a random model encodes."""
+    lines = ["name: planted", "concept: winning", "window: {align: start, size: 6}", "conditions:"]
+    for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
+        lines.append(f"  {condition}:")
+        for i in range(24):
+            subject, obj = SUBJECTS[i % 6], OBJECTS[(i // 6 + i) % 6]
+            lines.append(f'    - "{subject} {verbs[i % 4]} {obj} in round {i}."')
+    lines += ["test:"]
+    for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
+        lines.append(f"  {condition}:")
+        for i in range(6):
+            lines.append(f'    - "{SUBJECTS[i]} {verbs[i % 4]} {OBJECTS[i]} at last, in game {i}."')
+    path = folder / "planted.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_assets(tiny_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny model and a random SAE for it, saved as folders a RunConfig can name."""
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny_model.model.save_pretrained(folder / "model")
+    tiny_model.tokenizer.save_pretrained(folder / "model")
+    torch.manual_seed(1)
+    cfg = SAEConfig("standard", d_in=64, d_sae=128, model_name="model", layer=tiny_model.layer)
+    sae = SAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T)
+    save_sae(sae, folder / "sae")
+    return {
+        "model": str(folder / "model"),
+        "sae": str(folder / "sae"),
+        "stimuli": planted_set(folder),
+    }
+
+
+def config(assets: dict, output: Path, **overrides) -> RunConfig:
+    options = {
+        "stimuli": str(assets["stimuli"]),
+        "model": assets["model"],
+        "layer": 1,
+        "dtype": "float32",
+        "sae": assets["sae"],
+        "n_repeats": 1,
+        "n_permutations": 99,
+        "n_bootstrap": 200,
+        "n_snippets": 0,
+        "output": str(output),
+    }
+    return RunConfig(**{**options, **overrides})
+
+
+def test_planted_signal_is_found_and_reported(tiny_assets: dict, tmp_path: Path) -> None:
+    directory = execute(config(tiny_assets, tmp_path, k=(4, 2)), progress=False)
+    results = json.loads((directory / "results.json").read_text())
+    concept = results["concepts"][0]
+    methods = {f"{m['space']}:{m['method']}": m for m in concept["methods"]}
+    assert set(methods) >= {
+        f"{s}:{m}"
+        for s in ("raw", "sae")
+        for m in ("rsa_discriminative", "rsa_categorical", "max_activation", "contrast", "random")
+    }
+    assert {"raw:diff_means", "raw:dense_l2"} <= set(methods)
+    for label in ("raw:contrast", "raw:rsa_discriminative", "raw:dense_l2"):
+        assert methods[label]["auroc"] > 0.9, label
+        assert methods[label]["p_value"] <= 0.02, label
+    for m in concept["methods"]:
+        assert {
+            "auroc",
+            "auroc_ci",
+            "balanced_accuracy",
+            "p_value",
+            "selected_units",
+            "stability",
+        } <= set(m)
+    assert concept["transfer"]["raw:contrast"]["auroc"] > 0.8
+    assert {c["a"] for c in concept["comparisons"]} >= {"sae:rsa_discriminative"}
+    assert len(concept["k_curve"]) == 2 * 5
+    for name in (
+        "report.html",
+        "report.md",
+        "tables/methods_condition.csv",
+        "figures/auroc_condition.png",
+    ):
+        assert (directory / name).exists(), name
+    html = (directory / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Main finding" in html
+
+
+def test_rerun_reuses_finished_stages(tiny_assets: dict, tmp_path: Path, monkeypatch) -> None:
+    cfg = config(tiny_assets, tmp_path, n_permutations=19)
+    directory = execute(cfg, progress=False)
+    first = json.loads((directory / "results.json").read_text())
+
+    def fail(*_args, **_kwargs):
+        raise AssertionError("stage recomputed although it was finished")
+
+    monkeypatch.setattr("cogsae.pipeline.evaluate", fail)
+    monkeypatch.setattr("cogsae.pipeline.extract_activations", fail)
+    assert execute(cfg, progress=False) == directory
+    again = json.loads((directory / "results.json").read_text())
+    assert again["concepts"][0]["methods"] == first["concepts"][0]["methods"]
+
+
+def test_shuffled_labels_are_significant_at_most_at_nominal_rate(
+    tiny_assets: dict, tmp_path: Path
+) -> None:
+    n_shuffles = 12
+    significant = 0
+    best_aurocs = []
+    for seed in range(n_shuffles):
+        cfg = config(tiny_assets, tmp_path, shuffle_labels=seed, n_permutations=299, n_splits=4)
+        results = json.loads((execute(cfg, progress=False) / "results.json").read_text())
+        assert results["shuffled_labels"]
+        methods = results["concepts"][0]["methods"]
+        best = max(methods, key=lambda m: m["auroc"])
+        best_aurocs.append(best["auroc"])
+        significant += min(m["p_holm"] for m in methods) < 0.05
+    # nominal 5%: P(>= 3 of 12 | p = 0.05) = 0.02
+    assert significant <= 2
+    # held-out AUROC under the null centres on chance even for the best of ~12 readouts
+    assert np.mean(best_aurocs) < 0.75
+
+
+def test_cli_run_bad_option_is_one_line(tiny_assets: dict) -> None:
+    result = CliRunner().invoke(main, ["run", str(tiny_assets["stimuli"]), "--k", "0"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
