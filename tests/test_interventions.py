@@ -233,6 +233,7 @@ def test_cli_commands_end_to_end(
     assert valued.exit_code == 2 and "--measure sweeps one intervention" in valued.output
 
     three = ["--feature", "2", "--feature", "3", "--feature", "4"]
-    attribute = run(main, ["attribute", *common, *three])
+    table = tmp_path / "attribution.csv"
+    attribute = run(main, ["attribute", *common, *three, "--out", str(table)])
     assert attribute.exit_code == 0, attribute.output
-    assert "correlation: Pearson" in attribute.output
+    assert "correlation: Pearson" in attribute.output and table.is_file()
