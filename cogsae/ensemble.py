@@ -228,28 +228,33 @@ class TrainingSet:
     Attributes:
         idx: [n_train] indices of the training items.
         labels: [n_train] their labels (permuted ones in a null replicate).
-    The arrays below are sliced lazily and once, then shared by every readout of the fold.
+    ``values``, ``mask`` and ``means`` are sliced from the private full arrays lazily and
+    once, then shared by every readout of the fold.
     """
 
-    acts: Activations
-    all_means: np.ndarray
+    _acts: Activations
+    _means: np.ndarray
     idx: np.ndarray
     labels: np.ndarray
+
+    @property
+    def n_units(self) -> int:
+        return int(self._means.shape[1])
 
     @cached_property
     def values(self) -> np.ndarray:
         """[n_train, positions, units] windowed activations."""
-        return self.acts.values[self.idx]
+        return self._acts.values[self.idx]
 
     @cached_property
     def mask(self) -> np.ndarray:
         """[n_train, positions] validity mask."""
-        return self.acts.mask[self.idx]
+        return self._acts.mask[self.idx]
 
     @cached_property
     def means(self) -> np.ndarray:
         """[n_train, units] window means."""
-        return self.all_means[self.idx]
+        return self._means[self.idx]
 
 
 class Readout(Protocol):
@@ -323,7 +328,7 @@ class SelectedL1:
         units = np.asarray(
             select(train.values, train.mask, train.labels, self.k, rng=rng).units, dtype=np.int64
         )
-        n_units = train.all_means.shape[1]
+        n_units = train.n_units
         if units.size == 0 or units.size > self.k or np.unique(units).size != units.size:
             raise ValueError(f"selector {self.method!r} returned {units.size} units for k={self.k}")
         if units.min() < 0 or units.max() >= n_units:
@@ -363,7 +368,7 @@ class DenseL2:
     C: float = 1.0
 
     def fit(self, train: TrainingSet, rng: np.random.Generator) -> LinearModel:
-        units = np.arange(train.all_means.shape[1])
+        units = np.arange(train.n_units)
         return _logistic(train.means, train.labels, units, C=self.C, l1=False, rng=rng)
 
 

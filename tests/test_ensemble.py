@@ -178,6 +178,26 @@ def test_grouped_folds_never_split_a_group() -> None:
     assert 0.0 <= result.p_value <= 1.0 and result.auroc_ci[0] <= result.auroc_ci[1]
 
 
+def test_grouped_folds_stop_group_leakage() -> None:
+    """Null data whose groups share a strong random effect (and one label per group).
+
+    Ignoring the groups puts a group's twin in training: the readout learns the group,
+    not the concept, and held-out AUROC looks high. Grouped folds stay at chance.
+    """
+    grouped, ignored = [], []
+    groups = np.repeat(np.arange(20), 2)
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        labels = np.repeat(rng.permutation(np.repeat([1, 0], 10)), 2)
+        values = 3.0 * rng.normal(size=(20, 1, 200))[groups] + rng.normal(size=(40, 4, 200))
+        acts = Activations(values.astype(np.float32), np.ones((40, 4), bool), "sae")
+        for out, plan_groups in ((grouped, groups), (ignored, None)):
+            plan = make_plan(labels, plan_groups, n_permutations=0, seed=seed)
+            readout = SelectedL1("contrast", selector=top_t)
+            out.append(evaluate([readout], acts, plan, n_bootstrap=10, progress=False)[0].auroc)
+    assert np.mean(grouped) < 0.65 and np.mean(ignored) > 0.8
+
+
 def test_compare_self_is_zero_and_better_method_wins(planted: list[MethodResult]) -> None:
     pairs = [("sae:contrast", "sae:contrast"), ("sae:contrast", "sae:random")]
     table = compare(planted, pairs, n_resamples=500)
