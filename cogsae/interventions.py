@@ -292,7 +292,7 @@ def measure_effect(
 
 
 def write_effects(effects: Sequence[Effect], csv_path: Path, png_path: Path, title: str) -> None:
-    """The sweep as a CSV table and a PNG plot (effect with CI band, per-condition deltas)."""
+    """The sweep as a CSV table and a PNG plot (effect with CI bars, per-condition deltas)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -308,8 +308,11 @@ def write_effects(effects: Sequence[Effect], csv_path: Path, png_path: Path, tit
     x = [e.strength for e in effects]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.axhline(0, color="grey", lw=0.8)
-    ax.fill_between(x, [e.ci_low for e in effects], [e.ci_high for e in effects], alpha=0.25)
-    ax.plot(x, [e.effect for e in effects], "o-", label="target - reference")
+    effect = np.array([e.effect for e in effects])
+    ci = np.array([[e.ci_low for e in effects], [e.ci_high for e in effects]])
+    ax.errorbar(
+        x, effect, yerr=np.abs(ci - effect), fmt="o-", capsize=3, label="target - reference"
+    )
     ax.plot(x, [e.target_delta for e in effects], "^--", lw=1, label="target")
     ax.plot(x, [e.reference_delta for e in effects], "v--", lw=1, label="reference")
     ax.set_xticks(x, [e.label for e in effects])
