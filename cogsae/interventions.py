@@ -80,7 +80,7 @@ class Clamp:
 
     def delta(self, hidden: torch.Tensor) -> torch.Tensor:
         """``sum_i (c_i - f_i(x)) d_i``, [batch, seq, d_model] float32."""
-        directions = self.sae.decoder_directions[list(self.features)].float()  # [k, d_model]
+        directions = self.sae.decoder_directions[list(self.features)].detach().float()
         acts = self.sae.encode(hidden.to(directions.dtype))[..., list(self.features)].float()
         target = torch.tensor(self.values, dtype=torch.float32, device=hidden.device)
         return (target - acts) @ directions
@@ -413,12 +413,12 @@ def ablation_attribution(
         include_first: also ablate (and attribute) position 0.
     """
     feats = list(features)
-    directions = sae.decoder_directions[feats].float()  # [k, d_model]
+    directions = sae.decoder_directions[feats].detach().float()  # [k, d_model]
     n_tokens = int(sum(mask[:, 1:].sum() for _, mask in batches))
     first = 0 if include_first else 1
     clean = 0.0
-    attribution = torch.zeros(len(feats))
-    ablated = torch.zeros(len(feats))
+    attribution = torch.zeros(len(feats), dtype=torch.float64)
+    ablated = torch.zeros(len(feats), dtype=torch.float64)
     captured: list[torch.Tensor] = []
 
     def leaf(hidden: torch.Tensor) -> torch.Tensor:
