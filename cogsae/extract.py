@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from cogsae import __version__
 from cogsae._io import atomic_path, cache_dir, stable_hash
 from cogsae.activations import Activations
+from cogsae.corpus import batch_chunks
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.stimuli import WINDOW_ALIGNS, Item, StimulusSet
@@ -206,26 +207,19 @@ def extract_activations(
     values = np.zeros((len(items), window.size, model.d_model), dtype=np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")
     pad = model.tokenizer.pad_token_id
+    batches = batch_chunks((torch.tensor(ids[i]) for i in order), batch_size, pad)
     bar = tqdm(
         total=len(items),
         desc=f"extract {stimuli.name} L{model.layer}",
         disable=not progress,
         unit="item",
     )
-    for start in range(0, len(items), batch_size):
+    for start, (input_ids, attention) in zip(
+        range(0, len(items), batch_size), batches, strict=True
+    ):
         batch = order[start : start + batch_size]
-        width = max(len(ids[i]) for i in batch)
-        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-            attention[row, : len(ids[i])] = 1
-        hidden = (
-            model.residual(input_ids.to(model.device), attention.to(model.device))
-            .float()
-            .cpu()
-            .numpy()
-        )
+        hidden = model.residual(input_ids.to(model.device), attention.to(model.device))
+        hidden = hidden.float().cpu().numpy()
         for row, i in enumerate(batch):
             valid = slots[i] >= 0
             values[i, valid] = hidden[row, slots[i][valid]]

@@ -4,12 +4,15 @@ stages resumed, report written."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from cogsae.cli import main
 from cogsae.model import LoadedModel
@@ -77,8 +80,15 @@ def config(assets: dict, output: Path, **overrides) -> RunConfig:
     return RunConfig(**{**options, **overrides})
 
 
-def test_planted_signal_is_found_and_reported(tiny_assets: dict, tmp_path: Path) -> None:
-    directory = execute(config(tiny_assets, tmp_path, k=(4, 2)), progress=False)
+@pytest.fixture(scope="module")
+def planted_run(tiny_assets: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run on the planted set (k = 4 main, 2 for the curve)."""
+    output = tmp_path_factory.mktemp("results")
+    return execute(config(tiny_assets, output, k=(4, 2)), progress=False)
+
+
+def test_planted_signal_is_found_and_reported(planted_run: Path) -> None:
+    directory = planted_run
     results = json.loads((directory / "results.json").read_text())
     concept = results["concepts"][0]
     methods = {f"{m['space']}:{m['method']}": m for m in concept["methods"]}
@@ -153,3 +163,36 @@ def test_cli_run_bad_option_is_one_line(tiny_assets: dict) -> None:
     result = CliRunner().invoke(main, ["run", str(tiny_assets["stimuli"]), "--k", "0"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make install adds it)")
+def test_html_report_renders_figures_in_headless_chromium(
+    planted_run: Path, tmp_path: Path
+) -> None:
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,2400",
+            f"--screenshot={shot}",
+            (planted_run / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    # the raw-space markers of the AUROC figure (#7570b3) appear only if figures loaded
+    raw_purple = np.abs(pixels - [0x75, 0x70, 0xB3]).sum(axis=1) < 30
+    assert raw_purple.sum() > 50
