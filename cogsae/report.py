@@ -334,7 +334,7 @@ def _write_figures(
                 plot_auroc_vs_k(record["k_curve"], record["methods"], name),
                 folder / f"auroc_vs_k_{tag}.png",
             )
-        if concept.corpus.get("methods"):
+        if concept.corpus.get("methods") and concept.corpus.get("judge") != "none":
             _save(plot_concept_scores(concept.corpus, name), folder / f"concept_scores_{tag}.png")
         for space, con in concept.contrasts.items():
             _save(
@@ -464,7 +464,11 @@ def methods_table(concept: dict[str, Any]) -> pd.DataFrame:
                 "p (Holm)": _fmt_p(m["p_holm"]),
                 "stability": m["stability"],
                 **({"test AUROC": transfer["auroc"]} if transfer else {}),
-                **({"relevance": corpus["mean_relevance"]} if corpus else {}),
+                **(
+                    {"relevance": corpus["mean_relevance"]}
+                    if corpus and corpus.get("mean_relevance") is not None
+                    else {}
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -566,7 +570,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
             lines += ["Factorial GLM, units at q < 0.05 per contrast:", ""]
             lines += [_table(pd.DataFrame(concept["glm"]).T.reset_index(names="space")), ""]
         corpus = concept.get("corpus") or {}
-        if corpus.get("methods"):
+        if corpus.get("methods") and corpus.get("judge") != "none":
             lines += ["### Top corpus examples", ""]
             for label, entry in corpus["methods"].items():
                 examples = entry.get("examples", [])[:3]
