@@ -575,3 +575,271 @@ def attribute(
         click.echo(f"  {f:>8} {a:+10.5f} {-b:+10.5f}")
     click.echo(f"  correlation: Pearson {result.pearson:.3f}, Spearman {result.spearman:.3f}")
     click.echo(f"-> {path}")
+
+
+def _int_list(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    """Parse "8" or "1,2,4,8,16" into a tuple of positive ints."""
+    try:
+        ks = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected integers like 8 or 1,2,4,8, got {value!r}") from None
+    if not ks or min(ks) < 1:
+        raise click.BadParameter("k must be positive")
+    return ks
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@_model_options
+@_window_options
+@click.option(
+    "--sae",
+    default="default",
+    show_default=True,
+    help="SAE folder (cogsae, SAELens or sparsify format), 'default' (shipped for the default "
+    "model, layer 15) or 'none' for raw units only.",
+)
+@click.option(
+    "--k",
+    "k",
+    default="8",
+    show_default=True,
+    callback=_int_list,
+    help="Units per ensemble; a list (e.g. 1,2,4,8,16) adds an AUROC-vs-k curve. The first "
+    "value is the main analysis.",
+)
+@click.option("--folds", "n_splits", type=int, default=5, show_default=True)
+@click.option("--repeats", "n_repeats", type=int, default=2, show_default=True)
+@click.option(
+    "--permutations",
+    "n_permutations",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Label permutations per readout (selection re-run in each).",
+)
+@click.option("--bootstrap", "n_bootstrap", type=int, default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Root seed of the run.")
+@click.option(
+    "--shuffle-labels",
+    type=int,
+    default=None,
+    metavar="SEED",
+    help="Permute condition labels with SEED first: a null run that must come out "
+    "non-significant at the nominal rate.",
+)
+@click.option(
+    "--corpus",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Text/jsonl files to scan for top examples (default: the default SAE's corpus).",
+)
+@click.option(
+    "--snippets",
+    "n_snippets",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Corpus snippets scanned for concept scoring (0 skips the scan).",
+)
+@click.option(
+    "--judge",
+    type=click.Choice(["auto", "embedding", "model", "api", "none"]),
+    default="auto",
+    show_default=True,
+    help="Relevance judge of corpus examples: auto = an LLM API when COGSAE_JUDGE_URL and "
+    "COGSAE_JUDGE_MODEL are set, else a sentence-embedding judge (agreement with a hand-labelled "
+    "set: weighted kappa 0.65; the 135M model's own yes/no judge scored -0.01).",
+)
+@click.option("--output", default="results", show_default=True, help="Results root folder.")
+@click.option("--run-id", default=None, help="Run folder name (default: hash of the options).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def run(file: str, quiet: bool, **options: Any) -> None:
+    """Hunt a concept: compare every selection method in SAE and raw space.
+
+    Extracts (cached) layer-L activations of FILE's items, encodes them with the SAE,
+    runs contrasts and population RSA, evaluates k-unit ensembles selected by
+    discriminative RSA, categorical RSA, max-activation and Welch-t contrast (plus k random
+    units, a difference-of-means and a dense probe) with selection inside every fold,
+    permutation p-values, paired comparisons, held-out transfer and a corpus scan. Writes
+    results/<set>/<run>/report.html and friends. Re-running with the same options reuses
+    finished stages.
+    """
+    from cogsae.pipeline import RunConfig, execute
+
+    options["model"] = options.pop("model_name")
+    options["window_align"] = options.pop("window_align")
+    config = RunConfig(stimuli=file, **options)
+    directory = execute(config, progress=not quiet)
+    click.echo(f"report: {directory / 'report.html'}")
+
+
+@main.command()
+@click.argument("dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--output",
+    default=None,
+    help="Folder of the combined report (several DIRS); default results/combined.",
+)
+@user_errors
+def report(dirs: tuple[str, ...], output: str | None) -> None:
+    """Rebuild the report of a run DIR, or combine several runs into one comparison."""
+    from pathlib import Path
+
+    from cogsae.report import combine_reports, render_report
+
+    if len(dirs) == 1 and output is None:
+        click.echo(f"report: {render_report(Path(dirs[0]))}")
+        return
+    target = Path(output or "results/combined")
+    click.echo(f"report: {combine_reports([Path(d) for d in dirs], target)}")
+
+
+# --------------------------------------------------------------------------- SAE training and
+# evaluation (cogsae.sae)
+
+
+def _corpus_paths(corpus: tuple[str, ...]) -> list[Any]:
+    """The --corpus files, or the built-in default corpus when none is given."""
+    from cogsae.corpus import default_corpus
+
+    return list(corpus) or [default_corpus()]
+
+
+@main.command("train-sae")
+@_model_options
+@click.option(
+    "--corpus",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Corpus text or .jsonl file (repeatable). Default: the built-in corpus.",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="SAE folder.")
+@click.option("--architecture", type=click.Choice(["topk", "standard"]), default=None)
+@click.option("--d-sae", type=int, default=None, help="Number of latents.")
+@click.option("--k", type=int, default=None, help="Active latents per token (topk).")
+@click.option("--l1", "l1_coefficient", type=float, default=None, help="L1 weight (standard).")
+@click.option("--lr", type=float, default=None, help="Peak Adam learning rate.")
+@click.option("--batch-size", type=int, default=None, help="Tokens per step.")
+@click.option("--tokens", "n_tokens", type=int, default=None, help="Training tokens (one epoch).")
+@click.option("--buffer-tokens", type=int, default=None, help="Shuffle buffer size.")
+@click.option("--seed", type=int, default=None)
+@click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")
+@click.option("--dead-tokens", type=int, default=None, help="Dead if silent this many tokens.")
+@click.option("--context-length", type=int, default=128, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@user_errors
+def train_sae_command(
+    model_name: str | None,
+    layer: int | None,
+    dtype: str,
+    device: str,
+    corpus: tuple[str, ...],
+    out: str,
+    context_length: int,
+    quiet: bool,
+    **hyper: Any,
+) -> None:
+    """Train an SAE on layer-L activations of a corpus (resumable; see cogsae.sae.train).
+
+    Options left out take the TrainConfig defaults (topk, d_sae 8192, k 32, ...).
+    Rerunning the same command after an interruption resumes the activation cache and
+    the training checkpoint.
+    """
+    from cogsae.model import DEFAULT_MODEL, load_model
+    from cogsae.sae.train import TrainConfig, train_sae_on_corpus
+
+    config = TrainConfig(**{key: value for key, value in hyper.items() if value is not None})
+    loaded = load_model(model_name or DEFAULT_MODEL, layer=layer, dtype=dtype, device=device)
+    train_sae_on_corpus(
+        loaded,
+        _corpus_paths(corpus),
+        out,
+        config,
+        context_length=context_length,
+        progress=not quiet,
+    )
+    click.echo(f"sae: {out}")
+
+
+@main.command("sae-metrics")
+@click.argument("sae_name", metavar="SAE")
+@_model_options
+@click.option(
+    "--corpus",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Corpus text or .jsonl file (repeatable). Default: the built-in corpus.",
+)
+@click.option(
+    "--subset",
+    type=click.Choice(["heldout", "train", "all"]),
+    default="heldout",
+    show_default=True,
+    help="Documents to read (heldout: those SAE training skips).",
+)
+@click.option("--tokens", "n_tokens", type=int, default=50_000, show_default=True)
+@click.option("--context-length", type=int, default=128, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Chunks per batch.")
+@click.option("--out", default=None, help="Metrics JSON. Default: SAE/metrics.json.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@user_errors
+def sae_metrics_command(
+    sae_name: str,
+    model_name: str | None,
+    layer: int | None,
+    dtype: str,
+    device: str,
+    corpus: tuple[str, ...],
+    subset: str,
+    n_tokens: int,
+    context_length: int,
+    batch_size: int,
+    out: str | None,
+    quiet: bool,
+) -> None:
+    """L0, variance explained, MSE, dead fraction and CE loss recovered of SAE ('default' or
+    a folder) at its layer, on held-out text; writes a JSON file and prints it."""
+    import json
+    from pathlib import Path
+
+    from cogsae._io import write_json
+    from cogsae.model import DEFAULT_MODEL, load_model
+    from cogsae.sae.io import DEFAULT_SAE_DIR, check_compatible, load_sae
+    from cogsae.sae.metrics import sae_metrics
+
+    sae = load_sae(sae_name)
+    loaded = load_model(
+        model_name or sae.cfg.model_name or DEFAULT_MODEL,
+        layer=sae.cfg.layer if layer is None else layer,
+        dtype=dtype,
+        device=device,
+    )
+    check_compatible(sae, loaded, sae_name)
+    paths = _corpus_paths(corpus)
+    metrics = sae_metrics(
+        sae.to(loaded.device),
+        loaded,
+        paths,
+        n_tokens,
+        subset=subset,  # type: ignore[arg-type]
+        context_length=context_length,
+        batch_size=batch_size,
+        progress=not quiet,
+    )
+    folder = DEFAULT_SAE_DIR if sae_name == "default" else Path(sae_name)
+    record = {
+        "sae": sae_name,
+        "model": loaded.name,
+        "layer": loaded.layer,
+        "corpus": [str(p) for p in paths],
+        "subset": subset,
+        "context_length": context_length,
+        "position_0": "excluded from the statistics and kept unedited in the CE runs",
+        **metrics.to_dict(),
+    }
+    target = Path(out) if out else folder / "metrics.json"
+    write_json(target, record)
+    click.echo(json.dumps(record, indent=2))
+    click.echo(f"metrics: {target}")
