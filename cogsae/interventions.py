@@ -37,6 +37,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from cogsae._io import atomic_path, write_text
+from cogsae.contrasts import bootstrap_indices
 from cogsae.corpus import batch_chunks, iter_documents, iter_token_chunks
 from cogsae.errors import CogsaeError
 from cogsae.features import corpus_files
@@ -230,8 +231,7 @@ class Effect:
         strength: the setting's numeric strength.
         effect: mean d over target items - mean d over reference items (nats/token); > 0
             means the intervention makes target-condition texts relatively more likely.
-        ci_low: lower bound of the bootstrap CI of ``effect`` (items resampled within
-            each condition).
+        ci_low: lower bound of the bootstrap CI of ``effect`` (see `measure_effect`).
         ci_high: upper bound of that CI.
         target_delta: mean d over target items.
         reference_delta: mean d over reference items.
@@ -261,21 +261,27 @@ def measure_effect(
     """Difference-of-differences effect of each setting on the set's target vs reference items.
 
     Items of other levels (label -1) are ignored. The CI is a percentile bootstrap over
-    items, resampling target and reference items independently.
+    items (`cogsae.contrasts.bootstrap_indices`: stratified by condition, item groups such
+    as minimal pairs resampled whole); every setting uses the same resamples.
     """
     labels = stimuli.labels()
-    texts = [t for t, lab in zip(stimuli.texts(), labels, strict=True) if lab >= 0]
-    is_target = labels[labels >= 0] == 1
+    used = labels >= 0
+    texts = [t for t, keep in zip(stimuli.texts(), used, strict=True) if keep]
+    labels = labels[used]
+    groups = stimuli.groups()
+    groups = None if groups is None else groups[used]
+    rng = np.random.default_rng(seed)
+    samples = [bootstrap_indices(labels, rng, groups) for _ in range(n_boot)]
     kw = {"batch_size": batch_size, "include_first": include_first}
     base = mean_logprobs(loaded, texts, **kw)
-    rng = np.random.default_rng(seed)
     effects = []
     for setting in tqdm(settings, desc="sweep", disable=not progress):
         delta = mean_logprobs(loaded, texts, setting.edits, **kw) - base
-        tgt, ref = delta[is_target], delta[~is_target]
-        boot = tgt[rng.integers(0, len(tgt), (n_boot, len(tgt)))].mean(1) - ref[
-            rng.integers(0, len(ref), (n_boot, len(ref)))
-        ].mean(1)
+        tgt, ref = delta[labels == 1], delta[labels == 0]
+        boot = [
+            delta[idx][labels[idx] == 1].mean() - delta[idx][labels[idx] == 0].mean()
+            for idx in samples
+        ]
         low, high = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
         effects.append(
             Effect(
