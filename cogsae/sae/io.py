@@ -1,0 +1,254 @@
+"""Save and load SAEs: SAELens folders (cogsae's own format) and EleutherAI sparsify folders.
+
+cogsae writes the SAELens on-disk layout: a folder with ``cfg.json`` and
+``sae_weights.safetensors`` holding ``W_enc`` [d_in, d_sae], ``b_enc`` [d_sae],
+``W_dec`` [d_sae, d_in], ``b_dec`` [d_in] (and ``threshold`` [d_sae] for jumprelu).
+cfg.json carries the SAELens fields (architecture, d_in, d_sae, k, dtype, model_name,
+hook_name "blocks.{L}.hook_resid_post", hook_layer, apply_b_dec_to_input,
+normalize_activations, context_size, plus the nested ``metadata`` of SAELens >= 6) and
+``norm_scaling_factor``, the input scale of the April-update normalisation. SAELens
+itself folds that factor into the weights only for its pretrained registry, so a
+SAELens user loading a cogsae folder with ``normalize_activations ==
+"expected_average_only_in"`` should call ``sae.fold_activation_norm_scaling_factor(
+cfg["norm_scaling_factor"])``; cogsae applies it itself.
+
+`load_sae` reads:
+- SAELens folders: "standard", "topk" (SAELens >= 6 ``k``, or older
+  ``activation_fn_str == "topk"`` with ``activation_fn_kwargs.k``) and "jumprelu"
+  (``threshold`` or ``log_threshold``), flat or nested (``metadata`` / ``meta``) cfg;
+  "blocks.{L}.hook_resid_pre" is read as layer L-1 (the same tensor).
+- sparsify folders: ``cfg.json`` (``d_in``, ``k``, ``num_latents`` or
+  ``expansion_factor``, ``activation == "topk"``) and ``sae.safetensors`` with
+  ``encoder.weight`` [d_sae, d_in], ``encoder.bias``, ``W_dec`` [d_sae, d_in], ``b_dec``;
+  encoding is topk(relu((x - b_dec) @ encoder.weight.T + encoder.bias)), so they load as
+  "topk" with ``apply_b_dec_to_input``. The layer comes from a folder name "layers.L"
+  (sparsify hooks the output of ``model.layers[L]``, cogsae's layer L).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cogsae import __version__
+from cogsae._io import atomic_path
+from cogsae.errors import CogsaeError
+from cogsae.model import LoadedModel
+from cogsae.sae.base import ARCHITECTURES, SAE, SAEConfig
+
+DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "default_sae"
+"""The shipped SAE: layer 15 of SmolLM2-135M-Instruct (see its README.md)."""
+
+SAELENS_WEIGHTS = "sae_weights.safetensors"
+SPARSIFY_WEIGHTS = "sae.safetensors"
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)$")
+
+
+def save_sae(sae: SAE, folder: str | Path, dtype: str = "float32") -> Path:
+    """Write ``sae`` as a SAELens folder (cfg.json + sae_weights.safetensors), atomically."""
+    if dtype not in _DTYPES:
+        raise CogsaeError(f"unknown dtype {dtype!r}; choose from {sorted(_DTYPES)}", field="dtype")
+    cfg = sae.cfg
+    meta = {
+        "model_name": cfg.model_name,
+        "hook_name": cfg.hook_name,
+        "hook_layer": cfg.layer,
+        "context_size": cfg.context_size,
+        "prepend_bos": False,
+    }
+    record: dict[str, Any] = {
+        "architecture": cfg.architecture,
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": dtype,
+        "device": "cpu",
+        **meta,
+        "hook_head_index": None,
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": "none" if cfg.norm_scale == 1.0 else "expected_average_only_in",
+        "norm_scaling_factor": cfg.norm_scale,
+        "activation_fn_str": "topk" if cfg.architecture == "topk" else "relu",
+        "metadata": meta,
+        "cogsae_version": __version__,
+    }
+    if cfg.architecture == "topk":
+        record["k"] = cfg.k
+        record["activation_fn_kwargs"] = {"k": cfg.k}
+    tensors = {
+        name: p.detach().to("cpu", _DTYPES[dtype]).contiguous()
+        for name, p in sae.named_parameters()
+    }
+    folder = Path(folder)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / SAELENS_WEIGHTS))
+        (tmp / "cfg.json").write_text(json.dumps(record, indent=2) + "\n")
+    return folder
+
+
+def load_sae(path_or_name: str | Path, model: LoadedModel | None = None) -> SAE:
+    """Load an SAE folder (cogsae / SAELens / sparsify) or "default" (the shipped SAE).
+
+    The SAE comes back in float32, eval mode, on ``model``'s device if given. With a
+    ``model``: a d_in different from its d_model is a `CogsaeError`; a recorded model
+    name or layer different from the model's is a warning (the SAE may still be useful).
+    """
+    folder = DEFAULT_SAE_DIR if str(path_or_name) == "default" else Path(path_or_name)
+    cfg_path = folder / "cfg.json"
+    if not cfg_path.is_file():
+        raise CogsaeError("not an SAE folder (no cfg.json)", path=folder, field="sae")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CogsaeError(f"invalid JSON: {err.msg}", path=cfg_path, line=err.lineno) from err
+    if (folder / SAELENS_WEIGHTS).is_file():
+        cfg, state = _read_saelens(raw, load_file(folder / SAELENS_WEIGHTS), cfg_path)
+    elif (folder / SPARSIFY_WEIGHTS).is_file():
+        cfg, state = _read_sparsify(raw, load_file(folder / SPARSIFY_WEIGHTS), folder, cfg_path)
+    else:
+        raise CogsaeError(
+            f"no {SAELENS_WEIGHTS} (SAELens) or {SPARSIFY_WEIGHTS} (sparsify)",
+            path=folder,
+            field="sae",
+        )
+    sae = SAE(cfg)
+    expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
+    got = {name: tuple(t.shape) for name, t in state.items()}
+    if got != expected:
+        raise CogsaeError(
+            f"weights do not match cfg.json: expected {expected}, found {got}", path=folder
+        )
+    sae.load_state_dict({name: t.float() for name, t in state.items()})
+    if model is not None:
+        check_compatible(sae, model, folder)
+        sae.to(model.device)
+    return sae.eval()
+
+
+def check_compatible(sae: SAE, model: LoadedModel, where: str | Path = "SAE") -> None:
+    """Error if the SAE's d_in is not the model's d_model; warn on model or layer mismatch."""
+    cfg = sae.cfg
+    if cfg.d_in != model.d_model:
+        raise CogsaeError(
+            f"SAE d_in {cfg.d_in} does not match model {model.name!r} d_model {model.d_model}",
+            path=where,
+            field="sae",
+        )
+    if cfg.model_name is not None and _model_key(cfg.model_name) != _model_key(model.name):
+        warnings.warn(
+            f"{where}: SAE was trained on {cfg.model_name!r}, but the model is {model.name!r}",
+            stacklevel=3,
+        )
+    if cfg.layer is not None and cfg.layer != model.layer:
+        warnings.warn(
+            f"{where}: SAE was trained on layer {cfg.layer}, but the model reads layer "
+            f"{model.layer}",
+            stacklevel=3,
+        )
+
+
+def _model_key(name: str) -> str:
+    """Compare model names loosely: no hub owner, lower case, no "-instruct" suffix."""
+    return name.rsplit("/", 1)[-1].lower().removesuffix("-instruct")
+
+
+def _read_saelens(
+    raw: dict[str, Any], state: dict[str, torch.Tensor], cfg_path: Path
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    meta = {**raw, **(raw.get("metadata") or raw.get("meta") or {})}
+    architecture = raw.get("architecture", "standard")
+    k = raw.get("k")
+    if raw.get("activation_fn_str") == "topk":
+        architecture = "topk"
+        k = k or (raw.get("activation_fn_kwargs") or {}).get("k")
+    if architecture not in ARCHITECTURES:
+        raise CogsaeError(
+            f"unsupported SAE architecture {architecture!r} (cogsae reads {ARCHITECTURES})",
+            path=cfg_path,
+            field="architecture",
+        )
+    normalize = raw.get("normalize_activations", "none")
+    if normalize not in ("none", "expected_average_only_in"):
+        raise CogsaeError(
+            f"unsupported normalize_activations {normalize!r} (per-token normalisation)",
+            path=cfg_path,
+            field="normalize_activations",
+        )
+    if "log_threshold" in state:
+        state["threshold"] = state.pop("log_threshold").exp()
+    cfg = _config(
+        cfg_path,
+        architecture=architecture,
+        d_in=raw.get("d_in"),
+        d_sae=raw.get("d_sae"),
+        k=int(k) if architecture == "topk" and k is not None else None,
+        apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
+        norm_scale=float(raw.get("norm_scaling_factor") or 1.0),
+        model_name=meta.get("model_name"),
+        layer=_layer(meta.get("hook_name"), meta.get("hook_layer")),
+        context_size=meta.get("context_size"),
+    )
+    return cfg, state
+
+
+def _layer(hook_name: str | None, hook_layer: int | None) -> int | None:
+    """cogsae layer L of a SAELens hook: resid_post of block L, or resid_pre of L+1."""
+    match = _HOOK.match(hook_name or "")
+    if match is None:
+        return hook_layer
+    block = int(match.group(1))
+    return block if match.group(2) == "post" else block - 1
+
+
+def _read_sparsify(
+    raw: dict[str, Any], state: dict[str, torch.Tensor], folder: Path, cfg_path: Path
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    if raw.get("activation", "topk") != "topk" or raw.get("transcode") or "W_skip" in state:
+        raise CogsaeError(
+            "only sparsify TopK autoencoders are supported (not groupmax, transcoders or "
+            "skip connections)",
+            path=cfg_path,
+            field="activation",
+        )
+    missing = {"encoder.weight", "encoder.bias", "W_dec", "b_dec"} - set(state)
+    if missing:
+        raise CogsaeError(f"missing tensors {sorted(missing)}", path=folder / SPARSIFY_WEIGHTS)
+    d_in = raw.get("d_in")
+    d_sae = raw.get("num_latents") or (
+        d_in * raw["expansion_factor"] if d_in and raw.get("expansion_factor") else None
+    )
+    match = re.fullmatch(r"(?:model\.)?layers\.(\d+)", folder.resolve().name)
+    cfg = _config(
+        cfg_path,
+        architecture="topk",
+        d_in=d_in,
+        d_sae=d_sae,
+        k=raw.get("k"),
+        apply_b_dec_to_input=True,
+        layer=int(match.group(1)) if match else None,
+    )
+    weights = {
+        "W_enc": state["encoder.weight"].T.contiguous(),
+        "b_enc": state["encoder.bias"],
+        "W_dec": state["W_dec"],
+        "b_dec": state["b_dec"],
+    }
+    return cfg, weights
+
+
+def _config(cfg_path: Path, **fields: Any) -> SAEConfig:
+    """SAEConfig from parsed fields; bad or missing values name cfg.json."""
+    for name in ("d_in", "d_sae"):
+        if not isinstance(fields[name], int) or fields[name] <= 0:
+            raise CogsaeError(f"{name} must be a positive integer", path=cfg_path, field=name)
+    try:
+        return SAEConfig(**fields)
+    except ValueError as err:
+        raise CogsaeError(str(err), path=cfg_path, field="k") from err
