@@ -728,6 +728,13 @@ def _corpus_paths(corpus: tuple[str, ...]) -> list[Any]:
 @click.option("--checkpoint-every", type=int, default=None, help="Steps between checkpoints.")
 @click.option("--dead-tokens", type=int, default=None, help="Dead if silent this many tokens.")
 @click.option("--context-length", type=int, default=128, show_default=True)
+@click.option(
+    "--save-dtype",
+    type=click.Choice(["float32", "float16", "bfloat16"]),
+    default="float32",
+    show_default=True,
+    help="Precision of the saved weights.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def train_sae_command(
@@ -738,6 +745,7 @@ def train_sae_command(
     corpus: tuple[str, ...],
     out: str,
     context_length: int,
+    save_dtype: str,
     quiet: bool,
     **hyper: Any,
 ) -> None:
@@ -758,6 +766,7 @@ def train_sae_command(
         out,
         config,
         context_length=context_length,
+        save_dtype=save_dtype,
         progress=not quiet,
     )
     click.echo(f"sae: {out}")

@@ -75,15 +75,15 @@ class TrainConfig:
 
     architecture: str = "topk"
     d_sae: int = 8192
-    k: int = 32
+    k: int = 64
     l1_coefficient: float = 5.0
-    lr: float = 4e-4
+    lr: float = 1.5e-3
     batch_size: int = 1024
     n_tokens: int = 2_000_000
     buffer_tokens: int = 262_144
     seed: int = 0
     checkpoint_every: int = 200
-    dead_tokens: int = 200_000
+    dead_tokens: int = 100_000
     aux_k: int | None = None
     aux_coefficient: float = 1 / 32
     l1_warmup_frac: float = 0.05
@@ -432,6 +432,7 @@ def train_sae_on_corpus(
     config: TrainConfig,
     *,
     context_length: int = 128,
+    save_dtype: str = "float32",
     progress: bool = True,
 ) -> SAE:
     """The whole ``cogsae train-sae`` pipeline; returns the SAE saved at ``out``.
@@ -439,7 +440,7 @@ def train_sae_on_corpus(
     Caches ``config.n_tokens`` layer-L activations of the "train" documents of ``corpus``
     (`cache_activations`, resumable), trains one epoch through the shuffle buffer with a
     checkpoint in the cache (keyed by config and activations; resumed after an
-    interruption), then writes ``out`` (SAELens folder, float32) and
+    interruption), then writes ``out`` (SAELens folder, weights in ``save_dtype``) and
     ``out/training.json`` (config, data provenance, training log).
     """
     cache = cache_activations(
@@ -466,7 +467,7 @@ def train_sae_on_corpus(
         checkpoint=checkpoint,
         progress=progress,
     )
-    out = save_sae(sae, out)
+    out = save_sae(sae, out, dtype=save_dtype)
     write_json(
         out / "training.json",
         {
@@ -476,7 +477,7 @@ def train_sae_on_corpus(
             "corpus": [str(p) for p in corpus],
             "subset": "train",
             "context_length": context_length,
-            "activation_cache": str(cache.folder),
+            "activation_cache": cache.folder.name,
             "log": log,
         },
     )
