@@ -700,13 +700,6 @@ def report(dirs: tuple[str, ...], output: str | None) -> None:
 # evaluation (cogsae.sae)
 
 
-def _corpus_paths(corpus: tuple[str, ...]) -> list[Any]:
-    """The --corpus files, or the built-in default corpus when none is given."""
-    from cogsae.corpus import default_corpus
-
-    return list(corpus) or [default_corpus()]
-
-
 @main.command("train-sae")
 @_model_options
 @click.option(
@@ -755,6 +748,7 @@ def train_sae_command(
     Rerunning the same command after an interruption resumes the activation cache and
     the training checkpoint.
     """
+    from cogsae.corpus import corpus_files
     from cogsae.model import DEFAULT_MODEL, load_model
     from cogsae.sae.train import TrainConfig, train_sae_on_corpus
 
@@ -762,7 +756,7 @@ def train_sae_command(
     loaded = load_model(model_name or DEFAULT_MODEL, layer=layer, dtype=dtype, device=device)
     train_sae_on_corpus(
         loaded,
-        _corpus_paths(corpus),
+        corpus_files(corpus),
         out,
         config,
         context_length=context_length,
@@ -814,6 +808,7 @@ def sae_metrics_command(
     from pathlib import Path
 
     from cogsae._io import write_json
+    from cogsae.corpus import corpus_files
     from cogsae.model import DEFAULT_MODEL, load_model
     from cogsae.sae.io import DEFAULT_SAE_DIR, check_compatible, load_sae
     from cogsae.sae.metrics import sae_metrics
@@ -826,7 +821,7 @@ def sae_metrics_command(
         device=device,
     )
     check_compatible(sae, loaded, sae_name)
-    paths = _corpus_paths(corpus)
+    paths = corpus_files(corpus)
     metrics = sae_metrics(
         sae.to(loaded.device),
         loaded,

@@ -19,6 +19,7 @@ evaluated there.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import random
@@ -26,7 +27,7 @@ import re
 import struct
 import warnings
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -252,3 +253,20 @@ def _fortunes() -> list[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
         entries.extend(e.strip("\n") for e in re.split(r"^%\s*$", text, flags=re.M))
     return [e for e in entries if e.strip()]
+
+
+def corpus_files(corpus: Sequence[str | Path] = ()) -> list[Path]:
+    """The corpus files to read: ``corpus``, or the default corpus when empty."""
+    paths = [Path(p) for p in corpus] or [default_corpus()]
+    for path in paths:
+        if not path.is_file():
+            raise CogsaeError("corpus file not found", path=path, field="corpus")
+    return paths
+
+
+def files_hash(paths: Sequence[Path]) -> str:
+    """Content hash of the corpus files, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -35,7 +35,13 @@ from tqdm.auto import tqdm
 
 from cogsae import __version__
 from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
-from cogsae.corpus import batch_chunks, default_corpus, iter_documents, iter_token_chunks
+from cogsae.corpus import (
+    batch_chunks,
+    corpus_files,
+    files_hash,
+    iter_documents,
+    iter_token_chunks,
+)
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.data import residual_tokens
@@ -75,23 +81,6 @@ class CorpusScan:
         return np.flatnonzero(~first)
 
 
-def corpus_files(corpus: Sequence[str | Path] = ()) -> list[Path]:
-    """The corpus files to read: ``corpus``, or the default corpus when empty."""
-    paths = [Path(p) for p in corpus] or [default_corpus()]
-    for path in paths:
-        if not path.is_file():
-            raise CogsaeError("corpus file not found", path=path, field="corpus")
-    return paths
-
-
-def _files_hash(paths: Sequence[Path]) -> str:
-    """Content hash of the corpus files, in order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def scan_corpus(
     loaded: LoadedModel,
     corpus: Sequence[str | Path] = (),
@@ -120,7 +109,7 @@ def scan_corpus(
         loaded.name,
         loaded.layer,
         str(loaded.dtype),
-        _files_hash(paths),
+        files_hash(paths),
         n_tokens,
         context_length,
         __version__,

@@ -64,10 +64,9 @@ from cogsae import __version__
 from cogsae._io import atomic_path, cache_dir, stable_hash
 from cogsae.activations import Activations
 from cogsae.contrasts import auroc, bootstrap_indices
-from cogsae.corpus import batch_chunks, iter_documents
+from cogsae.corpus import batch_chunks, corpus_files, files_hash, iter_documents
 from cogsae.ensemble import LinearModel, MethodResult
 from cogsae.errors import CogsaeError
-from cogsae.features import _files_hash, corpus_files
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE
 from cogsae.sae.data import residual_tokens
@@ -283,7 +282,7 @@ def scan_snippets(
         loaded.name,
         loaded.layer,
         str(loaded.dtype),
-        _files_hash(paths),
+        files_hash(paths),
         n_snippets,
         min_tokens,
         max_tokens,
