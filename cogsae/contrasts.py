@@ -1,0 +1,472 @@
+"""Univariate contrasts over all units at once, factorial GLMs, and the label/resampling helpers.
+
+Every function here works on window-mean activations ``means`` [items, units] (see
+``cogsae.activations.window_mean``) and two-condition ``labels`` [items] with 1 = target,
+0 = reference. Statistics follow DESIGN.md ("Statistics (normative definitions)"):
+Welch t, Hedges g and AUROC per unit; Benjamini-Hochberg q over all active units via
+``statsmodels.stats.multitest.multipletests(method="fdr_bh")``; an optional max-|t|
+label-permutation family-wise p. Units that are zero on every item ("inactive", e.g. dead
+SAE features) get NaN statistics and are left out of every multiple-comparison family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+from statsmodels.stats.multitest import multipletests
+
+from cogsae.errors import CogsaeError
+
+# A standard error below this fraction of the condition means is float round-off of a
+# constant unit, not variance: such units get t = 0 (equal means) or +-inf (different means).
+_SE_REL_TOL = 1e-12
+_PERMUTATION_BATCH = 64
+
+
+def check_labels(labels: np.ndarray, n_items: int, *, min_per_condition: int = 2) -> np.ndarray:
+    """Validate two-condition labels [items] (1 target, 0 reference) and return them as int8.
+
+    Raises CogsaeError when the length differs from ``n_items``, a value is not 0/1, or a
+    condition has fewer than ``min_per_condition`` items (a variance needs two).
+    """
+    labels = np.asarray(labels)
+    if labels.shape != (n_items,):
+        raise CogsaeError(f"labels has shape {labels.shape}, expected ({n_items},)", field="labels")
+    if not np.isin(labels, (0, 1)).all():
+        raise CogsaeError(
+            "labels must be 1 (target) or 0 (reference); drop other items first", field="labels"
+        )
+    n_target = int((labels == 1).sum())
+    if min(n_target, n_items - n_target) < min_per_condition:
+        raise CogsaeError(
+            f"each condition needs at least {min_per_condition} items "
+            f"(target {n_target}, reference {n_items - n_target})",
+            field="labels",
+        )
+    return labels.astype(np.int8)
+
+
+def active_units(means: np.ndarray) -> np.ndarray:
+    """[units] bool: True where a unit is non-zero on at least one item (dead units are False)."""
+    return np.asarray(means != 0).any(axis=0)
+
+
+def _t_from_estimate(estimate: np.ndarray, se: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """t = estimate / se; a standard error at round-off level of ``scale`` counts as zero."""
+    zero_se = se <= _SE_REL_TOL * np.maximum(scale, np.finfo(np.float64).tiny)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = estimate / se
+    return np.where(zero_se, np.where(estimate == 0, 0.0, np.copysign(np.inf, estimate)), t)
+
+
+def _welch_from_moments(
+    m1: np.ndarray, v1: np.ndarray, n1: np.ndarray, m0: np.ndarray, v0: np.ndarray, n0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Welch t and Welch-Satterthwaite df from condition means, unbiased variances and sizes."""
+    a, b = v1 / n1, v0 / n0
+    t = _t_from_estimate(m1 - m0, np.sqrt(a + b), np.maximum(np.abs(m1), np.abs(m0)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = (a + b) ** 2 / (a**2 / (n1 - 1) + b**2 / (n0 - 1))
+    return t, np.where(np.isfinite(df), df, n1 + n0 - 2.0)
+
+
+def welch_t(means: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-unit Welch t (target minus reference) and its df, vectorized over units.
+
+    Args:
+        means: [items, units] window-mean activations (any float dtype; computed in float64).
+        labels: [items] 1 target / 0 reference (validated by the caller).
+
+    Returns:
+        t [units] and df [units]. Equals ``scipy.stats.ttest_ind(equal_var=False)``; a unit
+        without variance in either condition gets t = 0 (equal means) or +-inf.
+    """
+    x = np.asarray(means, dtype=np.float64)
+    target = labels == 1
+    x1, x0 = x[target], x[~target]
+    return _welch_from_moments(
+        x1.mean(0), x1.var(0, ddof=1), len(x1), x0.mean(0), x0.var(0, ddof=1), len(x0)
+    )
+
+
+def two_sided_p(t: np.ndarray, df: np.ndarray) -> np.ndarray:
+    """Two-sided p of a t statistic with ``df`` degrees of freedom."""
+    return 2.0 * stats.t.sf(np.abs(t), df)
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks along axis 0 of ``values`` [n, columns], 1-based, ties sharing their mean rank.
+
+    Same result as ``scipy.stats.rankdata(values, axis=0)`` but several times faster on wide
+    arrays: one sort per contiguous row of the transpose, tie runs found by cumulative max/min.
+    """
+    v = np.ascontiguousarray(np.asarray(values).reshape(values.shape[0], -1).T)
+    n = v.shape[1]
+    order = np.argsort(v, axis=1)
+    s = np.take_along_axis(v, order, axis=1)
+    run_starts = np.ones(s.shape, dtype=bool)
+    np.not_equal(s[:, 1:], s[:, :-1], out=run_starts[:, 1:])
+    run_ends = np.ones(s.shape, dtype=bool)
+    run_ends[:, :-1] = run_starts[:, 1:]
+    position = np.broadcast_to(np.arange(n, dtype=np.float64), s.shape)
+    first = np.maximum.accumulate(np.where(run_starts, position, 0.0), axis=1)
+    last = np.minimum.accumulate(np.where(run_ends, position, n)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty(s.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks.T.reshape(values.shape)
+
+
+def auroc(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-column AUROC of ``values`` [n, units] for separating label 1 from label 0.
+
+    Rank-based (Mann-Whitney U / (n1 n0)), ties count one half, vectorized over columns;
+    equals ``sklearn.metrics.roc_auc_score(labels, values[:, u])``. 0.5 = no separation.
+    """
+    target = labels == 1
+    n1, n0 = int(target.sum()), int((~target).sum())
+    rank_sum = average_ranks(values)[target].sum(axis=0)
+    return (rank_sum - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+
+
+def hedges_g(means: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-unit Hedges g: (target - reference mean) / pooled SD, times the exact small-sample J.
+
+    J = Gamma(df/2) / (sqrt(df/2) Gamma((df-1)/2)), df = n1 + n0 - 2. A unit with zero
+    pooled SD gets 0 (equal means) or +-inf.
+    """
+    x = np.asarray(means, dtype=np.float64)
+    target = labels == 1
+    x1, x0 = x[target], x[~target]
+    n1, n0 = len(x1), len(x0)
+    df = n1 + n0 - 2
+    pooled = np.sqrt(((n1 - 1) * x1.var(0, ddof=1) + (n0 - 1) * x0.var(0, ddof=1)) / df)
+    m1, m0 = x1.mean(0), x0.mean(0)
+    d = _t_from_estimate(m1 - m0, pooled, np.maximum(np.abs(m1), np.abs(m0)))
+    j = np.exp(special.gammaln(df / 2) - 0.5 * np.log(df / 2) - special.gammaln((df - 1) / 2))
+    return d * j
+
+
+def bh_q(p: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q over the ``tested`` entries of ``p`` (statsmodels fdr_bh), else NaN."""
+    q = np.full(p.shape, np.nan)
+    if tested.any():
+        q[tested] = multipletests(p[tested], method="fdr_bh")[1]
+    return q
+
+
+def permute_labels(
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    groups: np.ndarray | None = None,
+    strata: np.ndarray | None = None,
+) -> np.ndarray:
+    """One label permutation that respects the dependence structure of the items.
+
+    Without groups, labels are shuffled across items. With ``groups`` [items]: if every
+    group has a single label (between-group design) the group labels are shuffled across
+    groups; otherwise (matched designs, e.g. a template written in both conditions) labels
+    are shuffled within each group. With ``strata`` [items] (e.g. cross-validation folds)
+    the permutation happens inside each stratum, so every stratum keeps its items.
+    """
+    if strata is not None:
+        out = labels.copy()
+        for stratum in np.unique(strata):
+            idx = np.flatnonzero(strata == stratum)
+            out[idx] = permute_labels(labels[idx], rng, None if groups is None else groups[idx])
+        return out
+    if groups is None:
+        return rng.permutation(labels)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    if (labels == labels[first][inverse]).all():
+        return rng.permutation(labels[first])[inverse]
+    return _shuffle_within(labels, inverse, rng)
+
+
+def _shuffle_within(labels: np.ndarray, blocks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shuffle ``labels`` within each block id of ``blocks`` [items], vectorized."""
+    by_block = np.argsort(blocks, kind="stable")
+    shuffled = np.lexsort((rng.random(len(labels)), blocks))
+    out = np.empty_like(labels)
+    out[by_block] = labels[shuffled]
+    return out
+
+
+def bootstrap_indices(
+    labels: np.ndarray, rng: np.random.Generator, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Item indices of one bootstrap sample: resample groups (or items) with replacement.
+
+    Resampling is stratified by condition when every group has one label, so each
+    condition keeps its number of groups; matched groups (both labels) are resampled whole.
+    """
+    blocks = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
+    n_blocks = int(blocks.max()) + 1
+    lowest = np.ones(n_blocks, dtype=labels.dtype)
+    highest = np.zeros(n_blocks, dtype=labels.dtype)
+    np.minimum.at(lowest, blocks, labels)
+    np.maximum.at(highest, blocks, labels)
+    if (lowest == highest).all():
+        chosen = np.concatenate(
+            [rng.choice(np.flatnonzero(lowest == c), int((lowest == c).sum())) for c in (0, 1)]
+        )
+    else:
+        chosen = rng.choice(n_blocks, n_blocks)
+    order = np.argsort(blocks, kind="stable")
+    bounds = np.searchsorted(blocks[order], np.arange(n_blocks + 1))
+    return np.concatenate([order[bounds[b] : bounds[b + 1]] for b in chosen])
+
+
+@dataclass
+class ContrastResult:
+    """Per-unit target-vs-reference contrast on window means; all arrays are [units].
+
+    Attributes:
+        t: Welch t (target minus reference); NaN for inactive units.
+        df: Welch-Satterthwaite degrees of freedom.
+        p: two-sided p of t (null: equal condition means, unequal variances allowed).
+        q: Benjamini-Hochberg q over all active units (statsmodels fdr_bh).
+        g: Hedges g (bias-corrected standardized mean difference).
+        auroc: P(target item > reference item) + 0.5 P(tie); 0.5 = no separation.
+        mean_target: condition mean of the target items.
+        mean_reference: condition mean of the reference items.
+        active: True where the unit is non-zero on some item; inactive units are untested.
+        p_fwe: max-|t| permutation family-wise p (None unless permutations were run).
+        n_permutations: number of label permutations behind ``p_fwe`` (0 if none).
+    """
+
+    t: np.ndarray
+    df: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+    g: np.ndarray
+    auroc: np.ndarray
+    mean_target: np.ndarray
+    mean_reference: np.ndarray
+    active: np.ndarray
+    p_fwe: np.ndarray | None = None
+    n_permutations: int = 0
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per unit (index ``unit``), one column per statistic."""
+        columns = {
+            name: getattr(self, name)
+            for name in ("t", "df", "p", "q", "g", "auroc", "mean_target", "mean_reference")
+        }
+        columns["active"] = self.active
+        if self.p_fwe is not None:
+            columns["p_fwe"] = self.p_fwe
+        return pd.DataFrame(columns, index=pd.RangeIndex(len(self.t), name="unit"))
+
+
+def univariate_contrast(
+    means: np.ndarray,
+    labels: np.ndarray,
+    *,
+    groups: np.ndarray | None = None,
+    n_permutations: int = 0,
+    seed: int = 0,
+) -> ContrastResult:
+    """Target-vs-reference contrast for every unit at once (DESIGN.md univariate contrast).
+
+    Args:
+        means: [items, units] window-mean activations (float16/32/64).
+        labels: [items] 1 target / 0 reference.
+        groups: [items] optional group ids; only used to constrain label permutations.
+        n_permutations: if > 0, also compute the max-|t| permutation family-wise p: for
+            each permutation (see ``permute_labels``) the largest |t| over active units
+            forms the null of the maximum, and p_fwe = (1 + #{max >= |t|}) / (1 + n).
+            This controls the family-wise error over all units under exchangeability.
+        seed: seed of the permutations.
+
+    Items are assumed independent given their condition (use ``groups`` otherwise, and
+    read p/q as approximate). Inactive units (zero everywhere) get NaN statistics and are
+    left out of the BH family and of the permutation maximum.
+    """
+    x = np.asarray(means, dtype=np.float64)
+    if x.ndim != 2:
+        raise CogsaeError(f"means must be [items, units], got shape {x.shape}", field="means")
+    labels = check_labels(labels, x.shape[0])
+    active = active_units(x)
+    t, df = welch_t(x, labels)
+    p = two_sided_p(t, df)
+    result = ContrastResult(
+        t=t,
+        df=df,
+        p=p,
+        q=bh_q(p, active),
+        g=hedges_g(x, labels),
+        auroc=auroc(x, labels),
+        mean_target=x[labels == 1].mean(0),
+        mean_reference=x[labels == 0].mean(0),
+        active=active,
+    )
+    for name in ("t", "df", "p", "g", "auroc"):
+        getattr(result, name)[~active] = np.nan
+    if n_permutations > 0:
+        null_max = _max_abs_t_null(x[:, active], labels, groups, n_permutations, seed)
+        exceed = n_permutations - np.searchsorted(np.sort(null_max), np.abs(t[active]), "left")
+        result.p_fwe = np.full(x.shape[1], np.nan)
+        result.p_fwe[active] = (1.0 + exceed) / (1.0 + n_permutations)
+        result.n_permutations = n_permutations
+    return result
+
+
+def _max_abs_t_null(
+    x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, n_permutations: int, seed: int
+) -> np.ndarray:
+    """[n_permutations] max over units of |Welch t| under label permutations (batched GEMMs)."""
+    rng = np.random.default_rng(seed)
+    x = x - x.mean(axis=0)  # t is shift invariant; centring keeps the moment sums accurate
+    x2 = x * x
+    total, total2, n = x.sum(0), x2.sum(0), x.shape[0]
+    null = np.empty(n_permutations)
+    for start in range(0, n_permutations, _PERMUTATION_BATCH):
+        stop = min(start + _PERMUTATION_BATCH, n_permutations)
+        perm = np.stack([permute_labels(labels, rng, groups) for _ in range(start, stop)])
+        perm = perm.astype(np.float64)
+        n1 = perm.sum(1, keepdims=True)
+        n0 = n - n1
+        s1, q1 = perm @ x, perm @ x2
+        m1, m0 = s1 / n1, (total - s1) / n0
+        v1 = (q1 - n1 * m1**2) / (n1 - 1)
+        v0 = (total2 - q1 - n0 * m0**2) / (n0 - 1)
+        t, _ = _welch_from_moments(m1, np.maximum(v1, 0), n1, m0, np.maximum(v0, 0), n0)
+        null[start:stop] = np.abs(t).max(axis=1)
+    return null
+
+
+@dataclass
+class GLMResult:
+    """Per-unit OLS GLM of a factorial design; contrast arrays are [contrasts, units].
+
+    Attributes:
+        contrasts: contrast names, one per row ("outcome", "tense", "outcome:tense", ...).
+        columns: design-matrix column names ("intercept", then effect-coded columns).
+        weights: [contrasts, columns] contrast vectors over the design columns.
+        beta: [columns, units] OLS coefficients.
+        estimate: c'beta per contrast and unit.
+        t: estimate / its standard error (residual variance with df = items - rank).
+        p: two-sided p of t (null: c'beta = 0; Gaussian iid residuals assumed).
+        q: Benjamini-Hochberg q within each contrast over the active units.
+        df: residual degrees of freedom.
+        active: [units] True where the unit is non-zero on some item.
+    """
+
+    contrasts: list[str]
+    columns: list[str]
+    weights: np.ndarray
+    beta: np.ndarray
+    estimate: np.ndarray
+    t: np.ndarray
+    p: np.ndarray
+    q: np.ndarray
+    df: int
+    active: np.ndarray
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long format: one row per (contrast, unit) with estimate, t, p, q."""
+        n_units = self.t.shape[1]
+        return pd.DataFrame(
+            {
+                "contrast": np.repeat(self.contrasts, n_units),
+                "unit": np.tile(np.arange(n_units), len(self.contrasts)),
+                "estimate": self.estimate.ravel(),
+                "t": self.t.ravel(),
+                "p": self.p.ravel(),
+                "q": self.q.ravel(),
+            }
+        )
+
+
+def effect_coded_design(
+    design: Mapping[str, np.ndarray], levels: Mapping[str, Sequence] | None = None
+) -> tuple[np.ndarray, list[str]]:
+    """Design matrix [items, columns] of a 2-level factorial design with effect coding.
+
+    Each factor's first level codes +1 and its second -1 (level order from ``levels`` or
+    first appearance); interaction columns are products of the factor codes, for every
+    subset of two or more factors. Returns the matrix and its column names.
+    """
+    if not design:
+        raise CogsaeError("a factorial design needs at least one factor", field="design")
+    codes, names = [], []
+    for factor, values in design.items():
+        values = np.asarray(values)
+        order = (
+            list(levels[factor])
+            if levels and factor in levels
+            else list(dict.fromkeys(values.tolist()))
+        )
+        if len(order) != 2 or not np.isin(values, order).all():
+            raise CogsaeError(
+                f"factor {factor!r} must have exactly 2 levels, got {sorted(set(values.tolist()))}",
+                field=factor,
+            )
+        codes.append(np.where(values == order[0], 1.0, -1.0))
+        names.append(factor)
+    columns, matrix = ["intercept"], [np.ones(len(codes[0]))]
+    for size in range(1, len(codes) + 1):
+        for subset in combinations(range(len(codes)), size):
+            columns.append(":".join(names[i] for i in subset))
+            matrix.append(np.prod([codes[i] for i in subset], axis=0))
+    return np.column_stack(matrix), columns
+
+
+def factorial_glm(
+    means: np.ndarray,
+    design: Mapping[str, np.ndarray],
+    *,
+    levels: Mapping[str, Sequence] | None = None,
+    contrasts: Mapping[str, Sequence[float]] | None = None,
+) -> GLMResult:
+    """Per-unit OLS GLM of a 2-level factorial design, one least-squares solve for all units.
+
+    Args:
+        means: [items, units] window-mean activations.
+        design: factor name -> [items] level of each item (exactly 2 levels per factor).
+        levels: optional factor -> (first, second) level order; first codes +1.
+        contrasts: optional extra contrasts, name -> weights over the design columns
+            (see ``effect_coded_design``); every main effect and interaction is always tested.
+
+    Each effect's t tests its coefficient (null: no effect), with the residual variance of
+    the full model (Gaussian iid residuals assumed, df = items - rank). BH q is computed
+    within each contrast over active units.
+    """
+    y = np.asarray(means, dtype=np.float64)
+    x, columns = effect_coded_design(design, levels)
+    if x.shape[0] != y.shape[0]:
+        raise CogsaeError(
+            f"design has {x.shape[0]} items but means has {y.shape[0]}", field="design"
+        )
+    names = columns[1:]
+    weights = [np.eye(len(columns))[i] for i in range(1, len(columns))]
+    for name, w in (contrasts or {}).items():
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != (len(columns),):
+            raise CogsaeError(
+                f"contrast {name!r} needs {len(columns)} weights ({', '.join(columns)})",
+                field="contrasts",
+            )
+        names.append(name)
+        weights.append(w)
+    c = np.stack(weights)
+    beta, _, rank, _ = np.linalg.lstsq(x, y, rcond=None)
+    df = x.shape[0] - rank
+    if df < 1:
+        raise CogsaeError("the design leaves no residual degrees of freedom", field="design")
+    sigma2 = ((y - x @ beta) ** 2).sum(0) / df
+    c_var = np.einsum("ci,ij,cj->c", c, np.linalg.pinv(x.T @ x), c)
+    estimate = c @ beta
+    se = np.sqrt(c_var[:, None] * sigma2[None, :])
+    t = _t_from_estimate(estimate, se, np.abs(beta).max(axis=0)[None, :])
+    p = two_sided_p(t, df)
+    active = active_units(y)
+    t[:, ~active] = np.nan
+    p[:, ~active] = np.nan
+    q = np.stack([bh_q(row, active) for row in p])
+    return GLMResult(names, columns, c, beta, estimate, t, p, q, int(df), active)
