@@ -1,0 +1,658 @@
+"""Representational similarity analysis: population RSA and per-unit RSA scores.
+
+Population RSA (DESIGN.md "Categorical RSA", "Discriminative RSA"):
+- ``unit_rdm`` / ``category_model_rdm`` / ``categorical_rsa``: an item x item RDM of a unit
+  set, compared with the category model RDM, on rsatoolbox objects so results can be
+  passed on to rsatoolbox (inference, plotting).
+- ``discriminative_rsa``: cross-validated, diagonally noise-normalized distances
+  (crossnobis / linear discriminant contrast) between condition means, computed in item
+  space so it works at SAE widths without a [units x units] matrix.
+
+Per-unit scores (DESIGN.md "Per-unit RSA scores"), used for feature selection:
+``unit_rsa_scores`` builds, for every unit, the item x item RDM of its activation profile
+over window positions and reduces it to a categorical or a discriminative score, for all
+units at once and without materializing the RDMs (see ``unit_rsa_scores``).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import Literal
+
+import numpy as np
+from rsatoolbox.data import Dataset
+from rsatoolbox.model import ModelFixed
+from rsatoolbox.rdm import RDMs, calc_rdm, compare
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from threadpoolctl import threadpool_limits
+
+from cogsae.activations import window_mean
+from cogsae.contrasts import bootstrap_indices, check_labels, permute_labels
+from cogsae.errors import CogsaeError
+
+# rsatoolbox names of the RDM comparison methods; "pearson" is rsatoolbox's "corr".
+_COMPARE_METHODS = {
+    "rho-a": "rho-a",
+    "pearson": "corr",
+    "spearman": "spearman",
+    "tau-a": "tau-a",
+    "kendall": "kendall",
+    "cosine": "cosine",
+}
+_RDM_METRICS = ("correlation", "euclidean")
+# Noise variances below this fraction of the largest one get zero weight (numerical guard).
+_VARIANCE_FLOOR = 1e-12
+# A unit whose spread is below this fraction of its mean is a constant plus float round-off.
+_CONSTANT_REL_TOL = 1e-6
+
+
+def default_metric(space: str) -> str:
+    """RDM metric for a unit space: correlation distance for dense "raw" residual dims,
+    (squared) Euclidean for SAE features, where all-zero rows make correlation undefined."""
+    return "correlation" if space == "raw" else "euclidean"
+
+
+def unit_rdm(
+    means: np.ndarray,
+    metric: str | None = None,
+    *,
+    space: str = "raw",
+    labels: np.ndarray | None = None,
+) -> RDMs:
+    """Item x item RDM of a unit set, as an rsatoolbox ``RDMs`` (one RDM, one pattern per item).
+
+    Args:
+        means: [items, units] window-mean activations.
+        metric: "correlation" (1 - Pearson r between item patterns) or "euclidean"
+            (rsatoolbox's squared Euclidean distance divided by the number of units);
+            default by ``space`` (see ``default_metric``).
+        space: the unit space, used only for the default metric.
+        labels: optional [items] condition labels, stored as pattern descriptor "condition".
+    """
+    metric = metric or default_metric(space)
+    if metric not in _RDM_METRICS:
+        raise CogsaeError(
+            f"unknown RDM metric {metric!r}; use one of {_RDM_METRICS}", field="metric"
+        )
+    x = np.asarray(means, dtype=np.float64)
+    if metric == "correlation" and np.any(x.std(axis=1) == 0):
+        raise CogsaeError(
+            "correlation distance is undefined for an item whose units are all equal "
+            "(e.g. an all-zero SAE row); use metric='euclidean'",
+            field="metric",
+        )
+    rdms = calc_rdm(Dataset(x), method=metric)
+    if labels is not None:
+        rdms.pattern_descriptors["condition"] = list(np.asarray(labels))
+    return rdms
+
+
+def category_model_rdm(labels: np.ndarray) -> ModelFixed:
+    """rsatoolbox ``ModelFixed`` predicting 0 for same-condition pairs and 1 for different."""
+    labels = np.asarray(labels)
+    return ModelFixed("category", (labels[:, None] != labels[None, :]).astype(np.float64))
+
+
+@dataclass
+class CategoricalRSA:
+    """Population categorical RSA of one unit set.
+
+    Attributes:
+        r: RDM-model fit (``method``) of the data RDM with the category model RDM.
+        p: one-sided permutation p of r (null: condition labels exchangeable), from
+            permuting item labels (rows and columns of the RDM together, never pair values).
+        ci_low, ci_high: percentile bootstrap CI of r over items (groups when given).
+        null: [n_permutations] r under permuted labels.
+        bootstrap: [n_bootstrap] r over bootstrap samples of items.
+        method: RDM comparison method ("rho-a", "pearson", ...).
+        metric: RDM metric of the data RDM.
+        rdms: the data RDM (rsatoolbox ``RDMs``).
+        model: the category model (rsatoolbox ``ModelFixed``).
+    """
+
+    r: float
+    p: float
+    ci_low: float
+    ci_high: float
+    null: np.ndarray
+    bootstrap: np.ndarray
+    method: str
+    metric: str
+    rdms: RDMs
+    model: ModelFixed
+
+
+def categorical_rsa(
+    means: np.ndarray,
+    labels: np.ndarray,
+    *,
+    method: str = "rho-a",
+    metric: str | None = None,
+    space: str = "raw",
+    groups: np.ndarray | None = None,
+    n_permutations: int = 1000,
+    n_bootstrap: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> CategoricalRSA:
+    """Fit of a unit set's item RDM to the category model RDM, with permutation p and bootstrap CI.
+
+    Args:
+        means: [items, units] window-mean activations of the unit set.
+        labels: [items] 1 target / 0 reference.
+        method: "rho-a" (tie-aware rank correlation, default: the category model is all
+            ties), "pearson", or another ``rsatoolbox.rdm.compare`` method.
+        metric, space: RDM metric, see ``unit_rdm``.
+        groups: [items] optional groups; permutations and bootstrap keep groups whole.
+        n_permutations: label permutations for p = (1 + #{null >= r}) / (1 + n).
+        n_bootstrap: item bootstrap samples for the CI. Resampled copies of one item would
+            form zero-distance "same item" pairs that no model can miss, so those pairs are
+            dropped (NaN, as rsatoolbox's ``subsample_pattern`` does).
+        ci: CI coverage.
+        seed: seed of permutations and bootstrap.
+    """
+    if method not in _COMPARE_METHODS:
+        raise CogsaeError(
+            f"unknown method {method!r}; use one of {list(_COMPARE_METHODS)}", field="method"
+        )
+    x = np.asarray(means, dtype=np.float64)
+    labels = check_labels(labels, x.shape[0])
+    rsa_method = _COMPARE_METHODS[method]
+    metric = metric or default_metric(space)
+    rdms = unit_rdm(x, metric, labels=labels)
+    model = category_model_rdm(labels)
+    r = float(compare(rdms, model.rdm_obj, method=rsa_method)[0, 0])
+    rng = np.random.default_rng(seed)
+    iu, ju = np.triu_indices(len(labels), k=1)
+
+    null = np.empty(0)
+    if n_permutations:
+        perms = np.stack([permute_labels(labels, rng, groups) for _ in range(n_permutations)])
+        null = compare(rdms, (perms[:, iu] != perms[:, ju]).astype(np.float64), rsa_method)[0]
+
+    matrix = rdms.get_matrices()[0]
+    boot = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        idx = bootstrap_indices(labels, rng, groups)
+        same_item = idx[iu] == idx[ju]
+        data = np.where(same_item, np.nan, matrix[idx[iu], idx[ju]])
+        model_vec = np.where(same_item, np.nan, labels[idx[iu]] != labels[idx[ju]])
+        boot[b] = compare(data, model_vec, method=rsa_method)[0, 0]
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.nanquantile(boot, [alpha, 1.0 - alpha]) if n_bootstrap else (np.nan, np.nan)
+    p = (1.0 + np.sum(null >= r)) / (1.0 + n_permutations) if n_permutations else np.nan
+    return CategoricalRSA(
+        r, float(p), float(low), float(high), null, boot, method, metric, rdms, model
+    )
+
+
+@dataclass
+class DiscriminativeRSA:
+    """Cross-validated (crossnobis, diagonal noise) distances of a unit set.
+
+    Distances are squared Mahalanobis distances with a diagonal noise model, divided by
+    the number of units (rsatoolbox's convention); each is ~0 in expectation when the
+    two sides do not differ, and can be negative.
+
+    Attributes:
+        between: target vs reference distance, averaged over test folds.
+        within: mean of ``within_target`` and ``within_reference``.
+        within_target, within_reference: distance between two disjoint halves (of items
+            or groups) of one condition: the size a distance has without a condition effect.
+        difference: between - within.
+        p_between: permutation p for between > 0.
+        p_difference: permutation p for between > within.
+        edi: exemplar discriminability index (mean between-item minus mean same-item
+            cross-validated distance, position halves as the two measurements); NaN without
+            a position axis.
+        fold_between: [n_folds] between-condition distance of each test fold.
+        null_between, null_difference: [n_permutations] statistics under permuted labels.
+        n_folds: number of cross-validation folds.
+    """
+
+    between: float
+    within: float
+    within_target: float
+    within_reference: float
+    difference: float
+    p_between: float
+    p_difference: float
+    edi: float
+    fold_between: np.ndarray
+    null_between: np.ndarray
+    null_difference: np.ndarray
+    n_folds: int
+
+
+def discriminative_rsa(
+    values: np.ndarray,
+    labels: np.ndarray,
+    *,
+    mask: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
+    n_folds: int = 5,
+    n_permutations: int = 1000,
+    seed: int = 0,
+) -> DiscriminativeRSA:
+    """Cross-validated distance between condition means and within conditions (crossnobis / LDC).
+
+    Items are partitioned into ``n_folds`` folds, stratified by condition, keeping each
+    group in one fold (sklearn ``StratifiedKFold`` / ``StratifiedGroupKFold``). For each test
+    fold, the training folds give the condition-mean difference and a per-unit noise
+    variance (pooled residual variance of training items about their condition means,
+    df = n_train - 2); the distance is sum_u d_train,u d_test,u / var_u / n_units. This is
+    rsatoolbox's leave-one-fold-out crossnobis with a diagonal precision (equivalent to
+    averaging over fold pairs when folds are balanced): training and test are independent,
+    so the estimate is unbiased, ~0 when the conditions do not differ. Units without
+    training variance get zero weight.
+
+    The within-condition distance applies the same estimator to two random disjoint halves
+    of each condition inside every fold (same folds, same noise), giving the size of a
+    distance between exchangeable item sets.
+
+    Tests use label permutation (within folds, groups kept whole, see ``permute_labels``),
+    recomputing halves and noise each time: p = (1 + #{null >= observed}) / (1 + n).
+    A t-test over folds is not used because fold estimates share training data and are
+    dependent, which makes it anti-conservative.
+
+    Args:
+        values: [items, units] window means, or [items, positions, units] with ``mask``
+            (window means are taken; positions also give the EDI's two measurements: each
+            item's even- and odd-ranked valid positions).
+        labels: [items] 1 target / 0 reference.
+        mask: [items, positions] validity mask, required with 3-D values.
+        groups: [items] optional group ids (not independent items).
+        n_folds: number of folds; each fold needs two items (groups) per condition.
+        n_permutations: label permutations for the p-values (0: p is NaN).
+        seed: seed of folds, halves and permutations.
+    """
+    values = np.asarray(values)
+    if values.ndim == 3:
+        if mask is None:
+            raise CogsaeError("3-D values need a mask [items, positions]", field="mask")
+        x = window_mean(values, mask).astype(np.float64)
+    elif values.ndim == 2:
+        x = values.astype(np.float64)
+    else:
+        raise CogsaeError(f"values must be 2-D or 3-D, got shape {values.shape}", field="values")
+    labels = check_labels(labels, x.shape[0], min_per_condition=2 * n_folds)
+    rng = np.random.default_rng(seed)
+    folds = _stratified_folds(labels, groups, n_folds, rng)
+    n_units = x.shape[1]
+    x = x[:, x.std(axis=0) > 0]  # constant units never carry weight; the /n_units stays
+    x -= x.mean(axis=0)
+
+    def statistics(perm_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        halves = _split_halves(perm_labels, folds, groups, rng)
+        return _crossnobis(x, perm_labels, folds, halves, n_folds, n_units)
+
+    fold_between, within_t, within_r = statistics(labels)
+    between, within = fold_between.mean(), (within_t.mean() + within_r.mean()) / 2
+    null_between, null_difference = np.empty(n_permutations), np.empty(n_permutations)
+    for b in range(n_permutations):
+        fb, wt, wr = statistics(permute_labels(labels, rng, groups, strata=folds))
+        null_between[b] = fb.mean()
+        null_difference[b] = fb.mean() - (wt.mean() + wr.mean()) / 2
+    p_between, p_difference = (
+        ((1.0 + np.sum(null >= obs)) / (1.0 + n_permutations) if n_permutations else np.nan)
+        for null, obs in ((null_between, between), (null_difference, between - within))
+    )
+    edi = np.nan
+    if values.ndim == 3:
+        edi = _exemplar_discriminability(values, mask, labels, groups, rng, n_units)
+    return DiscriminativeRSA(
+        between=float(between),
+        within=float(within),
+        within_target=float(within_t.mean()),
+        within_reference=float(within_r.mean()),
+        difference=float(between - within),
+        p_between=float(p_between),
+        p_difference=float(p_difference),
+        edi=float(edi),
+        fold_between=fold_between,
+        null_between=null_between,
+        null_difference=null_difference,
+        n_folds=n_folds,
+    )
+
+
+def _stratified_folds(
+    labels: np.ndarray, groups: np.ndarray | None, n_folds: int, rng: np.random.Generator
+) -> np.ndarray:
+    """[items] fold id: stratified by condition, each group in a single fold."""
+    state = int(rng.integers(2**31 - 1))
+    if groups is None:
+        splitter = StratifiedKFold(n_folds, shuffle=True, random_state=state)
+    else:
+        splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=state)
+    folds = np.empty(len(labels), dtype=np.int64)
+    for f, (_, test) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+        folds[test] = f
+    return folds
+
+
+def _split_halves(
+    labels: np.ndarray, folds: np.ndarray, groups: np.ndarray | None, rng: np.random.Generator
+) -> np.ndarray:
+    """[items] 0/1: a random split of every (fold, condition) cell into two halves by group."""
+    blocks = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
+    halves = np.empty(len(labels), dtype=np.int64)
+    for cell in np.unique(folds * 2 + labels):
+        idx = np.flatnonzero(folds * 2 + labels == cell)
+        members = np.unique(blocks[idx])
+        if len(members) < 2:
+            raise CogsaeError(
+                "a fold holds fewer than two items (groups) of a condition; lower n_folds",
+                field="n_folds",
+            )
+        side = np.empty(blocks.max() + 1, dtype=np.int64)
+        side[rng.permutation(members)] = np.arange(len(members)) % 2
+        halves[idx] = side[blocks[idx]]
+    return halves
+
+
+def _crossnobis(
+    x: np.ndarray,
+    labels: np.ndarray,
+    folds: np.ndarray,
+    halves: np.ndarray,
+    n_folds: int,
+    n_units: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leave-one-fold-out diagonal crossnobis of each test fold.
+
+    x: [items, units] centred window means. Returns three [n_folds] arrays: between,
+    within target and within reference distances.
+    """
+    cell = (folds * 2 + labels) * 2 + halves  # (fold, condition, half)
+    onehot = np.zeros((n_folds * 4, len(labels)))
+    onehot[cell, np.arange(len(labels))] = 1.0
+    sums = (onehot @ x).reshape(n_folds, 2, 2, -1)
+    counts = onehot.sum(1).reshape(n_folds, 2, 2, 1)
+    squares = onehot.reshape(n_folds, 4, -1).sum(1) @ (x * x)  # [folds, units]
+
+    cond_sums, cond_counts = sums.sum(2), counts.sum(2)  # [folds, 2, units]
+    train_sums = cond_sums.sum(0) - cond_sums
+    train_counts = cond_counts.sum(0) - cond_counts
+    rss = (squares.sum(0) - squares) - (train_sums**2 / train_counts).sum(1)
+    var = rss / (train_counts.sum(1) - 2)
+    floor = _VARIANCE_FLOOR * np.max(var, initial=0.0)
+    precision = np.where(var > floor, 1.0 / np.maximum(var, floor), 0.0) / n_units
+
+    def distance(test_a, test_b, train_a, train_b) -> np.ndarray:
+        return ((train_a - train_b) * (test_a - test_b) * precision).sum(-1)
+
+    cond_means = cond_sums / cond_counts
+    train_means = train_sums / train_counts
+    between = distance(cond_means[:, 1], cond_means[:, 0], train_means[:, 1], train_means[:, 0])
+    half_means = sums / counts
+    train_half = (sums.sum(0) - sums) / (counts.sum(0) - counts)
+    within = [
+        distance(half_means[:, c, 0], half_means[:, c, 1], train_half[:, c, 0], train_half[:, c, 1])
+        for c in (1, 0)
+    ]
+    return between, within[0], within[1]
+
+
+def _exemplar_discriminability(
+    values: np.ndarray,
+    mask: np.ndarray,
+    labels: np.ndarray,
+    groups: np.ndarray | None,
+    rng: np.random.Generator,
+    n_units: int,
+) -> float:
+    """EDI: mean cross-measurement distance between different items minus that of the same item.
+
+    Each item's valid positions are split into even- and odd-ranked halves, giving two
+    measurements a_i, b_i (window means; items with one valid position are skipped). With
+    a diagonal noise precision w, D_ij = sum_u w_u (a_iu - b_ju)^2 / U and
+    EDI = mean_{i != j} D_ij - mean_i D_ii, which estimates the mean squared distance
+    between item patterns beyond measurement noise (> 0: items are discriminable).
+    w must not depend on the items it weights (else EDI is biased by O(1/items)), so items
+    are split into two halves by group within condition, w is the inverse pooled
+    within-condition variance of one half's item means, applied to the other half, and
+    the two halves' EDIs are averaged.
+    """
+    rank = np.cumsum(mask, axis=1) - 1
+    single = mask.sum(1, keepdims=True) < 2  # such items are skipped; keep window_mean defined
+    a = window_mean(values, mask & ((rank % 2 == 0) | single))
+    b = window_mean(values, mask & ((rank % 2 == 1) | single))
+    means = window_mean(values, mask).astype(np.float64)
+    halves = _split_halves(labels, np.zeros(len(labels), dtype=np.int64), groups, rng)
+    usable = mask.sum(1) >= 2
+    edis = []
+    for half in (0, 1):
+        fit, test = halves != half, (halves == half) & usable
+        if test.sum() < 2:
+            return np.nan
+        scale = np.sqrt(_noise_precision(means[fit], labels[fit]) / n_units)
+        x, y = a[test] * scale, b[test] * scale
+        n = len(x)
+        total = n * (x * x).sum() + n * (y * y).sum() - 2 * x.sum(0) @ y.sum(0)
+        same = ((x - y) ** 2).sum()
+        edis.append((total - same) / (n * (n - 1)) - same / n)
+    return float(np.mean(edis))
+
+
+def _noise_precision(means: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """[units] inverse pooled within-condition variance of item means (df = items - 2).
+
+    Units without variance get precision 0.
+    """
+    resid = means.copy()
+    for c in (0, 1):
+        resid[labels == c] -= means[labels == c].mean(0)
+    var = (resid**2).sum(0) / (len(labels) - 2)
+    floor = _VARIANCE_FLOOR * np.max(var, initial=0.0)
+    return np.where(var > floor, 1.0 / np.maximum(var, floor), 0.0)
+
+
+def unit_rsa_scores(
+    values: np.ndarray,
+    mask: np.ndarray,
+    labels: np.ndarray,
+    kind: Literal["categorical", "discriminative"] = "categorical",
+    *,
+    chunk_size: int = 1024,
+) -> np.ndarray:
+    """Per-unit RSA score of every unit, from its item x item RDM over window positions.
+
+    A unit's RDM: d_ij = mean over the positions both items have of (x_ip - x_jp)^2
+    (masked positions never enter; pairs sharing no position are left out). It equals
+    rsatoolbox's "euclidean" RDM of the unit's [items, positions] profile when no position
+    is masked, and is defined for all-zero rows (unlike correlation distance).
+
+    Scores (0 for a unit that is constant over items, never NaN):
+    - "categorical": Pearson r between the unit's RDM and the category model RDM (0 same,
+      1 different condition) over all item pairs (point-biserial r). Pearson, not a rank
+      correlation, because it reduces exactly to per-cell moments (below); a rank fit
+      would need every unit's full RDM.
+    - "discriminative": (B - (W_t + W_r) / 2) / A, with B the mean between-condition
+      distance, W_t and W_r the mean within-target and within-reference distances and A
+      the mean over all pairs. Without masking, B - (W_t + W_r)/2 equals
+      ||m_t - m_r||^2 / P - tr(S_t)/(P n_t) - tr(S_r)/(P n_r), the average over all
+      disjoint item pairs (i, i' target; j, j' reference) of (x_i - x_j).(x_i' - x_j') / P:
+      the exhaustive leave-items-out cross-validated (crossnobis-type) distance between
+      condition mean profiles. It is unbiased, ~0 when conditions do not differ, and uses
+      both conditions' within pairs. Dividing by A (twice the unit's profile variance
+      plus any effect) makes scores comparable across units of any scale.
+
+    Computation: items are sorted into cells of equal (mask, condition); a pair's overlap
+    count is constant within a pair of cells, so the pair sums of d and d^2 follow from
+    per-cell moments (sums, squared-profile sums, position Gram matrices), O(items x
+    positions^2) per unit, never an [items x items] matrix per unit. Units are processed
+    in float32 chunks of ``chunk_size`` after centring and scaling each unit (scores are
+    shift and scale invariant).
+
+    Args:
+        values: [items, positions, units] activations (any float dtype).
+        mask: [items, positions] bool validity mask.
+        labels: [items] 1 target / 0 reference.
+        kind: "categorical" or "discriminative".
+        chunk_size: units per chunk (memory ~40 kB per unit).
+
+    Returns:
+        [units] float64 scores; larger = more condition-related.
+    """
+    if kind not in ("categorical", "discriminative"):
+        raise CogsaeError(f"unknown per-unit RSA kind {kind!r}", field="kind")
+    values = np.asarray(values)
+    mask = np.asarray(mask, dtype=bool)
+    if values.ndim != 3 or mask.shape != values.shape[:2]:
+        raise CogsaeError(
+            f"values [items, positions, units] {values.shape} and mask {mask.shape} disagree",
+            field="values",
+        )
+    labels = check_labels(labels, values.shape[0])
+    pairs = _ItemPairs(mask, labels)
+    scores = np.empty(values.shape[2])
+
+    def score_chunk(start: int) -> None:
+        stop = min(start + chunk_size, values.shape[2])
+        x = _standardized_profiles(values[pairs.order, :, start:stop], pairs.mask)
+        alpha = pairs.alpha(x)
+        sums = pairs.distance_sums(x, alpha)
+        if kind == "discriminative":
+            scores[start:stop] = pairs.discriminative(sums)
+        else:
+            scores[start:stop] = pairs.categorical(sums, pairs.squared_sum(x, alpha))
+
+    # Chunks are many small matrix products: one BLAS thread each, chunks spread over cores.
+    with threadpool_limits(1), ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(score_chunk, range(0, values.shape[2], chunk_size)))
+    return scores
+
+
+def _standardized_profiles(chunk: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[units, items, positions] float32 from a [items, positions, units] chunk.
+
+    Each unit is centred and scaled over its valid entries; masked entries are 0, and a
+    unit whose spread is round-off of a constant comes out all zero.
+    """
+    weight = mask.astype(np.float32)
+    count = float(mask.sum())
+    x = chunk.astype(np.float32)
+    mean = np.tensordot(weight, x, axes=([0, 1], [0, 1])) / count
+    x -= mean
+    x *= weight[:, :, None]
+    rms = np.sqrt(np.tensordot(weight, np.square(x), axes=([0, 1], [0, 1])) / count)
+    varies = rms > _CONSTANT_REL_TOL * np.abs(mean)
+    scale = np.where(varies, 1.0 / np.where(varies, rms, 1.0), 0.0).astype(np.float32)
+    out = np.empty((x.shape[2], x.shape[0], x.shape[1]), dtype=np.float32)
+    np.multiply(x.transpose(2, 0, 1), scale[:, None, None], out=out)
+    return out
+
+
+class _ItemPairs:
+    """Unit-independent bookkeeping of item pairs for ``unit_rsa_scores``.
+
+    Items are sorted by mask pattern, then condition, so that every cell (pattern,
+    condition) and every pattern is a contiguous run. For cells k, l: overlap c_kl =
+    m_k . m_l positions, ordered pair count n_k n_l - [k == l] n_k, and selectors of
+    all / between / within-target / within-reference pairs (pairs with c_kl = 0 excluded).
+    """
+
+    def __init__(self, mask: np.ndarray, labels: np.ndarray) -> None:
+        patterns, pattern_of = np.unique(mask, axis=0, return_inverse=True)
+        n_patterns = len(patterns)
+        key = pattern_of.ravel() * 2 + labels
+        self.order = np.argsort(key, kind="stable")
+        self.mask = mask[self.order]
+        cell_keys, cell_of = np.unique(key[self.order], return_inverse=True)
+        self.cell_pattern = cell_keys // 2
+        cell_label = cell_keys % 2
+        self.cell_starts = np.searchsorted(cell_of, np.arange(len(cell_keys)))
+        self.pattern_starts = np.searchsorted(self.cell_pattern[cell_of], np.arange(n_patterns))
+        self.patterns = patterns.astype(np.float32)
+        overlap = patterns.astype(np.float64) @ patterns.T.astype(np.float64)
+        inv_overlap = np.where(overlap > 0, 1.0 / np.maximum(overlap, 1.0), 0.0)
+
+        self.cell_counts = np.bincount(cell_of).astype(np.float32)
+        cell_pairs = np.outer(self.cell_counts, self.cell_counts) - np.diag(self.cell_counts)
+        cell_inv = inv_overlap[np.ix_(self.cell_pattern, self.cell_pattern)]
+        same = cell_label[:, None] == cell_label[None, :]
+        selectors = np.stack(
+            [
+                np.ones_like(same),
+                ~same,
+                same & (cell_label[:, None] == 1),
+                same & (cell_label[:, None] == 0),
+            ]
+        ) & (cell_inv > 0)
+        self.pair_counts = selectors.reshape(4, -1) @ cell_pairs.ravel()
+        if np.any(self.pair_counts == 0):
+            raise CogsaeError(
+                "each condition needs item pairs that share a window position", field="mask"
+            )
+        self.linear_weights = (selectors * cell_inv).reshape(4, -1).T.astype(np.float32)
+        self.pattern_counts = np.bincount(pattern_of.ravel(), minlength=n_patterns).astype(
+            np.float32
+        )
+        self.square_weights = (inv_overlap**2).ravel().astype(np.float32)
+
+    def distance_sums(self, x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """[units, 4] sums of d_ij over ordered pairs: all, between, within target, within ref.
+
+        With a_i = x_i^2 and alpha_ih = a_i . m_h (m_h the mask of pattern h), the overlap
+        times distance of pair (i, j) is num_ij = alpha_i,p(j) + alpha_j,p(i) - 2 x_i . x_j, so
+        over cells k, l: sum num_ij = n_l R_kl + n_k R_lk - 2 S_k . S_l, with
+        R_kl = sum_{i in k} alpha_i,p(l) and S_k = sum_{i in k} x_i. Self pairs add 0.
+        """
+        r = np.add.reduceat(alpha, self.cell_starts, axis=1)[:, :, self.cell_pattern]
+        s = np.add.reduceat(x, self.cell_starts, axis=1)
+        n = self.cell_counts
+        num = n[None, None, :] * r + n[None, :, None] * r.transpose(0, 2, 1)
+        num -= 2 * (s @ s.transpose(0, 2, 1))
+        return num.reshape(len(x), -1) @ self.linear_weights
+
+    def squared_sum(self, x: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        """[units] sum of d_ij^2 over ordered valid pairs, from per-pattern moments.
+
+        Over patterns g, h (overlap c_gh): sum num_ij^2 = n_h Q_gh + n_g Q_hg + 2 R_gh R_hg
+        - 4 (Y_gh + Y_hg) + 4 <G_g, G_h>, with R_gh = sum_{i in g} alpha_ih, Q_gh = sum_{i in g}
+        alpha_ih^2, Y_gh = sum_{i in g} alpha_ih x_i . S_h, S_h = sum_{j in h} x_j and
+        G_g = sum_{i in g} x_i x_i^T; then d^2 = num^2 / c_gh^2.
+        """
+        starts = self.pattern_starts
+        r = np.add.reduceat(alpha, starts, axis=1)
+        q = np.add.reduceat(alpha * alpha, starts, axis=1)
+        s = np.add.reduceat(x, starts, axis=1)
+        y = np.add.reduceat(alpha * (x @ s.transpose(0, 2, 1)), starts, axis=1)
+        bounds = np.append(starts, x.shape[1])
+        gram = np.stack(
+            [x[:, lo:hi].transpose(0, 2, 1) @ x[:, lo:hi] for lo, hi in pairwise(bounds)],
+            axis=1,
+        ).reshape(len(x), len(starts), -1)
+        n = self.pattern_counts
+        num_sq = n[None, None, :] * q + n[None, :, None] * q.transpose(0, 2, 1)
+        num_sq += 2 * r * r.transpose(0, 2, 1) - 4 * (y + y.transpose(0, 2, 1))
+        num_sq += 4 * (gram @ gram.transpose(0, 2, 1))
+        return num_sq.reshape(len(x), -1) @ self.square_weights
+
+    def alpha(self, x: np.ndarray) -> np.ndarray:
+        """[units, items, patterns] alpha_ih = sum_p x_ip^2 m_hp."""
+        n_units, n_items, n_positions = x.shape
+        return ((x * x).reshape(-1, n_positions) @ self.patterns.T).reshape(n_units, n_items, -1)
+
+    def discriminative(self, sums: np.ndarray) -> np.ndarray:
+        """(mean between - mean of the two within means) / mean over all pairs; 0 if constant."""
+        mean_all, mean_between, mean_wt, mean_wr = (sums / self.pair_counts).T
+        ok = mean_all > np.finfo(np.float32).eps
+        return np.where(
+            ok, (mean_between - (mean_wt + mean_wr) / 2) / np.where(ok, mean_all, 1), 0.0
+        )
+
+    def categorical(self, sums: np.ndarray, squared_sum: np.ndarray) -> np.ndarray:
+        """Point-biserial r of d with the between-condition indicator; 0 if d is constant."""
+        n_all, n_between, n_wt, n_wr = self.pair_counts
+        mean_all, mean_between = sums[:, 0] / n_all, sums[:, 1] / n_between
+        mean_within = (sums[:, 2] + sums[:, 3]) / (n_wt + n_wr)
+        var = squared_sum / n_all - mean_all**2
+        ok = var > np.finfo(np.float32).eps * np.maximum(mean_all**2, np.finfo(np.float32).eps)
+        share = n_between / n_all
+        fit = (mean_between - mean_within) * np.sqrt(share * (1 - share))
+        return np.where(ok, fit / np.sqrt(np.where(ok, var, 1)), 0.0)
