@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,9 +33,7 @@ from tqdm.auto import tqdm
 from cogsae.activations import Activations
 from cogsae.contrasts import auroc, bootstrap_indices, check_labels, permute_labels
 from cogsae.errors import CogsaeError
-
-if TYPE_CHECKING:
-    from cogsae.selection import Selection
+from cogsae.selection import SELECTORS, Selection
 
 # Independent random streams derived from a plan's seed: np.random.default_rng([seed, tag, ...]).
 _FOLDS, _PERMS, _FIT, _FINAL, _BOOT, _SWAP = range(6)
@@ -320,11 +318,7 @@ class SelectedL1:
         return self.method
 
     def fit(self, train: TrainingSet, rng: np.random.Generator) -> LinearModel:
-        select = self.selector
-        if select is None:
-            from cogsae.selection import SELECTORS
-
-            select = SELECTORS[self.method]
+        select = self.selector or SELECTORS[self.method]
         units = np.asarray(
             select(train.values, train.mask, train.labels, self.k, rng=rng).units, dtype=np.int64
         )
