@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,7 +11,6 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
 from cogsae.activations import Activations, window_mean
-from cogsae.contrasts import welch_t
 from cogsae.ensemble import (
     DenseL2,
     DiffMeans,
@@ -25,32 +24,16 @@ from cogsae.ensemble import (
     make_plan,
 )
 from cogsae.errors import CogsaeError
+from cogsae.selection import SELECTORS, Selection
 
 N_ITEMS, N_POSITIONS, N_UNITS, N_PLANTED = 40, 4, 200, 5
 
 
-def top_t(
-    values: np.ndarray, mask: np.ndarray, labels: np.ndarray, k: int, *, rng: np.random.Generator
-) -> SimpleNamespace:
-    """Stand-in selector: the k units with the largest |Welch t| on window means."""
-    t, _ = welch_t(window_mean(values, mask), labels)
-    units = np.argsort(-np.abs(np.nan_to_num(t)), kind="stable")[:k]
-    return SimpleNamespace(units=units, scores=np.abs(t[units]))
-
-
-def random_units(
-    values: np.ndarray, mask: np.ndarray, labels: np.ndarray, k: int, *, rng: np.random.Generator
-) -> SimpleNamespace:
-    """Stand-in for the "random" selector."""
-    units = rng.choice(values.shape[2], k, replace=False)
-    return SimpleNamespace(units=units, scores=np.zeros(k))
-
-
-def fixed_units(units: np.ndarray):
+def fixed_units(units: np.ndarray) -> Callable[..., Selection]:
     """A selector that ignores its data: units chosen elsewhere (e.g. on all items = leak)."""
 
-    def select(*_args: object, rng: np.random.Generator) -> SimpleNamespace:
-        return SimpleNamespace(units=units, scores=np.zeros(units.size))
+    def select(*_args: object, rng: np.random.Generator) -> Selection:
+        return Selection(units, np.zeros(units.size))
 
     return select
 
@@ -72,8 +55,8 @@ def planted() -> list[MethodResult]:
     acts, labels = noise_set(seed=1, effect=1.5)
     plan = make_plan(labels, n_permutations=19, seed=3)
     readouts = [
-        SelectedL1("contrast", k=N_PLANTED, selector=top_t),
-        SelectedL1("random", k=N_PLANTED, selector=random_units),
+        SelectedL1("contrast", k=N_PLANTED),
+        SelectedL1("random", k=N_PLANTED),
         DiffMeans(),
         DenseL2(),
     ]
@@ -93,9 +76,11 @@ def test_null_proof_honest_selection_is_nominal_leaky_is_not() -> None:
     for seed in range(n_nulls):
         acts, labels = noise_set(seed)
         plan = make_plan(labels, n_permutations=n_perm, seed=seed)
-        readouts = [SelectedL1("contrast", selector=top_t)]
+        readouts = [SelectedL1("contrast")]
         if seed % 8 == 0:  # the negative control is costly (it never stops early): 5 sets
-            leaked = top_t(acts.values, acts.mask, labels, 8, rng=np.random.default_rng(0)).units
+            leaked = SELECTORS["contrast"](
+                acts.values, acts.mask, labels, 8, rng=np.random.default_rng(0)
+            ).units
             readouts.append(SelectedL1("leaky", selector=fixed_units(leaked)))
         results = evaluate(
             readouts, acts, plan, n_bootstrap=20, stop_after=stop_after, progress=False
@@ -122,7 +107,7 @@ def test_selector_sees_training_items_only() -> None:
 
     def spy(values: np.ndarray, mask: np.ndarray, labels: np.ndarray, k: int, *, rng):
         seen.append((values, mask, labels))
-        return top_t(values, mask, labels, k, rng=rng)
+        return SELECTORS["contrast"](values, mask, labels, k, rng=rng)
 
     evaluate([SelectedL1("spy", selector=spy)], acts, plan, n_bootstrap=10, progress=False)
     expected = [train for b in (0, 1) for train, _ in plan.splits(b)[0]] + [np.arange(N_ITEMS)]
@@ -193,7 +178,7 @@ def test_grouped_folds_stop_group_leakage() -> None:
         acts = Activations(values.astype(np.float32), np.ones((40, 4), bool), "sae")
         for out, plan_groups in ((grouped, groups), (ignored, None)):
             plan = make_plan(labels, plan_groups, n_permutations=0, seed=seed)
-            readout = SelectedL1("contrast", selector=top_t)
+            readout = SelectedL1("contrast")
             out.append(evaluate([readout], acts, plan, n_bootstrap=10, progress=False)[0].auroc)
     assert np.mean(grouped) < 0.65 and np.mean(ignored) > 0.8
 
@@ -261,3 +246,15 @@ def test_training_set_slices_lazily() -> None:
     train = TrainingSet(acts, acts.window_mean(), np.arange(8), labels[:8])
     assert "values" not in train.__dict__
     assert train.values.shape == (8, N_POSITIONS, N_UNITS) and "values" in train.__dict__
+
+
+def test_real_selectors_find_the_planted_units() -> None:
+    acts, labels = noise_set(seed=2, effect=1.5)
+    small = Activations(acts.values[:, :, :40], acts.mask, "sae")
+    plan = make_plan(labels, n_permutations=2, seed=0)
+    readouts = [SelectedL1(method, k=N_PLANTED) for method in SELECTORS]
+    results = {r.method: r for r in evaluate(readouts, small, plan, n_bootstrap=20, progress=False)}
+    for method in ("rsa_discriminative", "rsa_categorical", "contrast"):
+        assert results[method].auroc > 0.9, method
+        assert set(results[method].model.units) == set(range(N_PLANTED)), method
+    assert results["random"].auroc < 0.9
