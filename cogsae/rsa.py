@@ -513,7 +513,7 @@ def unit_rsa_scores(
 
     def score_chunk(start: int) -> None:
         stop = min(start + chunk_size, values.shape[2])
-        x = _standardized_profiles(values[pairs.order, :, start:stop], pairs.mask)
+        x = _standardized_profiles(values, mask, slice(start, stop), pairs.order)
         alpha = pairs.alpha(x)
         sums = pairs.distance_sums(x, alpha)
         if kind == "discriminative":
@@ -527,24 +527,26 @@ def unit_rsa_scores(
     return scores
 
 
-def _standardized_profiles(chunk: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """[units, items, positions] float32 from a [items, positions, units] chunk.
+def _standardized_profiles(
+    values: np.ndarray, mask: np.ndarray, units: slice, order: np.ndarray
+) -> np.ndarray:
+    """[units, items, positions] float32 profiles of ``values[:, :, units]``, items in ``order``.
 
     Each unit is centred and scaled over its valid entries; masked entries are 0, and a
     unit whose spread is round-off of a constant comes out all zero.
     """
-    weight = mask.astype(np.float32)
-    count = float(mask.sum())
-    x = chunk.astype(np.float32)
-    mean = np.tensordot(weight, x, axes=([0, 1], [0, 1])) / count
-    x -= mean
-    x *= weight[:, :, None]
-    rms = np.sqrt(np.tensordot(weight, np.square(x), axes=([0, 1], [0, 1])) / count)
+    n_items, n_positions = mask.shape
+    chunk = values[:, :, units].reshape(n_items * n_positions, -1)
+    x = np.ascontiguousarray(chunk.T, dtype=np.float32)  # [units, items * positions]
+    weight = mask.ravel().astype(np.float32)
+    count = float(weight.sum())
+    mean = x @ weight / count
+    x -= mean[:, None]
+    x *= weight
+    rms = np.sqrt(np.einsum("ij,ij->i", x, x) / count)
     varies = rms > _CONSTANT_REL_TOL * np.abs(mean)
-    scale = np.where(varies, 1.0 / np.where(varies, rms, 1.0), 0.0).astype(np.float32)
-    out = np.empty((x.shape[2], x.shape[0], x.shape[1]), dtype=np.float32)
-    np.multiply(x.transpose(2, 0, 1), scale[:, None, None], out=out)
-    return out
+    x *= np.where(varies, 1.0 / np.where(varies, rms, 1.0), 0.0).astype(np.float32)[:, None]
+    return np.take(x.reshape(-1, n_items, n_positions), order, axis=1)
 
 
 class _ItemPairs:
@@ -561,7 +563,6 @@ class _ItemPairs:
         n_patterns = len(patterns)
         key = pattern_of.ravel() * 2 + labels
         self.order = np.argsort(key, kind="stable")
-        self.mask = mask[self.order]
         cell_keys, cell_of = np.unique(key[self.order], return_inverse=True)
         self.cell_pattern = cell_keys // 2
         cell_label = cell_keys % 2
