@@ -282,20 +282,25 @@ def discriminative_rsa(
     rng = np.random.default_rng(seed)
     folds = _stratified_folds(labels, groups, n_folds, rng)
     n_units = x.shape[1]
-    x = x[:, x.std(axis=0) > 0]  # constant units never carry weight; the /n_units stays
-    x -= x.mean(axis=0)
+    crossnobis = _Crossnobis(x[:, x.std(axis=0) > 0], folds, n_units)
 
-    def statistics(perm_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        halves = _split_halves(perm_labels, folds, groups, rng)
-        return _crossnobis(x, perm_labels, folds, halves, n_folds, n_units)
+    def halves_of(perm_labels: np.ndarray) -> np.ndarray:
+        return _split_halves(perm_labels, folds, groups, rng)
 
-    fold_between, within_t, within_r = statistics(labels)
+    fold_between, within_t, within_r = (
+        d[0] for d in crossnobis(labels[None], halves_of(labels)[None])
+    )
     between, within = fold_between.mean(), (within_t.mean() + within_r.mean()) / 2
     null_between, null_difference = np.empty(n_permutations), np.empty(n_permutations)
-    for b in range(n_permutations):
-        fb, wt, wr = statistics(permute_labels(labels, rng, groups, strata=folds))
-        null_between[b] = fb.mean()
-        null_difference[b] = fb.mean() - (wt.mean() + wr.mean()) / 2
+    batch = max(1, 2**23 // (n_folds * 6 * max(crossnobis.x.shape[1], 1)))
+    for start in range(0, n_permutations, batch):
+        perms = [
+            permute_labels(labels, rng, groups, strata=folds)
+            for _ in range(min(batch, n_permutations - start))
+        ]
+        fb, wt, wr = crossnobis(np.stack(perms), np.stack([halves_of(p) for p in perms]))
+        null_between[start : start + len(perms)] = fb.mean(1)
+        null_difference[start : start + len(perms)] = fb.mean(1) - (wt.mean(1) + wr.mean(1)) / 2
     p_between, p_difference = (
         ((1.0 + np.sum(null >= obs)) / (1.0 + n_permutations) if n_permutations else np.nan)
         for null, obs in ((null_between, between), (null_difference, between - within))
@@ -340,7 +345,7 @@ def _split_halves(
     """[items] 0/1: a random split of every (fold, condition) cell into two halves by group."""
     blocks = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
     halves = np.empty(len(labels), dtype=np.int64)
-    for cell in np.unique(folds * 2 + labels):
+    for cell in range(2 * (int(folds.max()) + 1)):
         idx = np.flatnonzero(folds * 2 + labels == cell)
         members = np.unique(blocks[idx])
         if len(members) < 2:
@@ -354,47 +359,67 @@ def _split_halves(
     return halves
 
 
-def _crossnobis(
-    x: np.ndarray,
-    labels: np.ndarray,
-    folds: np.ndarray,
-    halves: np.ndarray,
-    n_folds: int,
-    n_units: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Leave-one-fold-out diagonal crossnobis of each test fold.
+class _Crossnobis:
+    """Leave-one-fold-out diagonal crossnobis for batches of labelings, with fixed folds.
 
-    x: [items, units] centred window means. Returns three [n_folds] arrays: between,
-    within target and within reference distances.
+    Every fold-condition(-half) mean difference is a linear function of the items, so one
+    matrix product [batch x folds x 6, items] @ [items, units] gives, per test fold, the
+    training and test differences of the between and the two within contrasts. The
+    training residual variance per unit (about the training condition means) is
+    TSS - n1 n0 / n (m1 - m0)^2, with the label-free total sum of squares TSS about the
+    training mean computed once.
     """
-    cell = (folds * 2 + labels) * 2 + halves  # (fold, condition, half)
-    onehot = np.zeros((n_folds * 4, len(labels)))
-    onehot[cell, np.arange(len(labels))] = 1.0
-    sums = (onehot @ x).reshape(n_folds, 2, 2, -1)
-    counts = onehot.sum(1).reshape(n_folds, 2, 2, 1)
-    squares = onehot.reshape(n_folds, 4, -1).sum(1) @ (x * x)  # [folds, units]
 
-    cond_sums, cond_counts = sums.sum(2), counts.sum(2)  # [folds, 2, units]
-    train_sums = cond_sums.sum(0) - cond_sums
-    train_counts = cond_counts.sum(0) - cond_counts
-    rss = (squares.sum(0) - squares) - (train_sums**2 / train_counts).sum(1)
-    var = rss / (train_counts.sum(1) - 2)
-    floor = _VARIANCE_FLOOR * np.max(var, initial=0.0)
-    precision = np.where(var > floor, 1.0 / np.maximum(var, floor), 0.0) / n_units
+    def __init__(self, x: np.ndarray, folds: np.ndarray, n_units: int) -> None:
+        """x: [items, units] window means of the units with variance; n_units: all units."""
+        self.n_folds = int(folds.max()) + 1
+        self.test = folds[None, :] == np.arange(self.n_folds)[:, None]  # [folds, items]
+        x = x - x.mean(axis=0)
+        self.x = x.astype(np.float32)
+        train = (~self.test).astype(np.float64)
+        n_train = train.sum(1, keepdims=True)
+        self.tss = train @ (x * x) - (train @ x) ** 2 / n_train  # [folds, units]
+        self.df = n_train - 2
+        self.n_units = n_units
 
-    def distance(test_a, test_b, train_a, train_b) -> np.ndarray:
-        return ((train_a - train_b) * (test_a - test_b) * precision).sum(-1)
+    def __call__(
+        self, labels: np.ndarray, halves: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """[batch, folds] between, within-target and within-reference distances.
 
-    cond_means = cond_sums / cond_counts
-    train_means = train_sums / train_counts
-    between = distance(cond_means[:, 1], cond_means[:, 0], train_means[:, 1], train_means[:, 0])
-    half_means = sums / counts
-    train_half = (sums.sum(0) - sums) / (counts.sum(0) - counts)
-    within = [
-        distance(half_means[:, c, 0], half_means[:, c, 1], train_half[:, c, 0], train_half[:, c, 1])
-        for c in (1, 0)
-    ]
-    return between, within[0], within[1]
+        labels, halves: [batch, items] condition labels and within-condition half ids.
+        """
+        test, train = self.test[None], ~self.test[None]
+        target = (labels == 1)[:, None, :]
+        first = (halves == 0)[:, None, :]
+        sides = [(target, ~target)] + [(cond & first, cond & ~first) for cond in (target, ~target)]
+        rows = np.stack(
+            [
+                _mean_difference_weights(part & a, part & b)
+                for a, b in sides
+                for part in (train, test)
+            ],
+            axis=2,
+        )  # [batch, folds, 6, items]: (train, test) x (between, within target, within ref)
+        batch, n_folds, n_rows, n_items = rows.shape
+        diff = (rows.reshape(-1, n_items).astype(np.float32) @ self.x).reshape(
+            batch, n_folds, n_rows, -1
+        )
+        train_diff = diff[:, :, 0].astype(np.float64)
+        n1, n0 = (train & target).sum(-1), (train & ~target).sum(-1)
+        rss = self.tss[None] - (n1 * n0 / (n1 + n0))[..., None] * train_diff**2
+        var = np.maximum(rss, 0.0) / self.df[None]
+        floor = _VARIANCE_FLOOR * var.max(axis=-1, keepdims=True, initial=0.0)
+        precision = np.where(var > floor, 1.0 / np.maximum(var, floor), 0.0) / self.n_units
+        between, within_t, within_r = (
+            (diff[:, :, 2 * s] * diff[:, :, 2 * s + 1] * precision).sum(-1) for s in range(3)
+        )
+        return between, within_t, within_r
+
+
+def _mean_difference_weights(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Item weights of mean(items in a) - mean(items in b), for boolean masks [..., items]."""
+    return a / a.sum(-1, keepdims=True) - b / b.sum(-1, keepdims=True)
 
 
 def _exemplar_discriminability(
