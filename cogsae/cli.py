@@ -653,6 +653,14 @@ def _int_list(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 )
 @click.option("--output", default="results", show_default=True, help="Results root folder.")
 @click.option("--run-id", default=None, help="Run folder name (default: hash of the options).")
+@click.option(
+    "--no-figures",
+    "figures",
+    is_flag=True,
+    flag_value=False,
+    default=True,
+    help="Skip the PNG figures (for batches of null runs).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def run(file: str, quiet: bool, **options: Any) -> None:

@@ -428,11 +428,11 @@ def evaluate(
 
     Window means are computed once; within a fold the training slice of ``acts.values``
     (as float32) is taken once and shared by all readouts, which see the same folds and
-    the same permuted labels. Each permutation re-runs the full procedure (selection included) on
-    the permuted labels and the folds derived from them. A readout stops permuting once
-    its null has reached the observed AUROC ``stop_after`` times (Besag & Clifford 1991
-    sequential p-value, valid at every stopping time; None runs all permutations): a
-    clearly null readout then costs ~2 x stop_after permutations instead of all of them.
+    the same permuted labels. Each permutation re-runs the full procedure (selection
+    included) on the permuted labels and the folds derived from them. A readout stops
+    permuting once its null has reached the observed AUROC ``stop_after`` times (Besag &
+    Clifford 1991 sequential p-value, valid at every stopping time; None runs all
+    permutations): a clearly null readout then costs ~2 x stop_after permutations.
 
     Bootstrap CIs resample the held-out scores by cluster, stratified by condition when
     clusters are label-pure (both conditions always present), with the same resamples
@@ -485,7 +485,7 @@ def evaluate(
                 auroc=float(auroc_repeats.mean()),
                 auroc_repeats=auroc_repeats,
                 auroc_ci=_percentile_ci(boot_auroc[:, i].mean(axis=-1), level),
-                balanced_accuracy=float(_balanced_accuracy(observed_scores[i], plan.labels).mean()),
+                balanced_accuracy=float(balanced_accuracy(observed_scores[i], plan.labels).mean()),
                 balanced_accuracy_ci=_percentile_ci(boot_bacc[:, i].mean(axis=-1), level),
                 p_value=float(exceed[i] / n_done if stopped else (1 + exceed[i]) / (1 + n_done)),
                 null_aurocs=np.asarray(nulls[i]),
@@ -528,7 +528,7 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return auroc(scores.reshape(-1, labels.size).T, labels).reshape(scores.shape[:-1])
 
 
-def _balanced_accuracy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def balanced_accuracy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Balanced accuracy of decisions ``scores`` [..., items] > 0 for ``labels`` -> [...]."""
     hit = (scores > 0) == (labels == 1)
     return (hit[..., labels == 1].mean(axis=-1) + hit[..., labels == 0].mean(axis=-1)) / 2
@@ -546,7 +546,7 @@ def _bootstrap(scores: np.ndarray, plan: CVPlan, n: int) -> tuple[np.ndarray, np
     for _ in range(n):
         idx = bootstrap_indices(plan.labels, rng, plan.groups)
         aurocs.append(_auroc(scores[..., idx], plan.labels[idx]))
-        baccs.append(_balanced_accuracy(scores[..., idx], plan.labels[idx]))
+        baccs.append(balanced_accuracy(scores[..., idx], plan.labels[idx]))
     return np.stack(aurocs), np.stack(baccs)
 
 

@@ -88,6 +88,8 @@ class RunConfig:
             or "none".
         output: results root; the run goes to ``<output>/<set>/<run id>``.
         run_id: name of the run directory; None = derived from this config's hash.
+        figures: draw the PNG figures (off for batches of null runs, where only the
+            numbers matter).
     """
 
     stimuli: str
@@ -112,6 +114,7 @@ class RunConfig:
     judge: str = "auto"
     output: str = "results"
     run_id: str | None = None
+    figures: bool = True
 
     def __post_init__(self) -> None:
         if not self.k or min(self.k) < 1:
@@ -130,7 +133,7 @@ class RunConfig:
     def key(self) -> str:
         """Hash of every field that changes results (not output location)."""
         fields = asdict(self)
-        for name in ("output", "run_id", "device"):
+        for name in ("output", "run_id", "device", "figures"):
             fields.pop(name)
         fields["stimuli"] = str(Path(self.stimuli).resolve())
         return stable_hash(fields, __version__, length=10)

@@ -181,7 +181,8 @@ def write_report(
     }
     directory.mkdir(parents=True, exist_ok=True)
     _write_tables(directory / "tables", concepts)
-    _write_figures(directory / "figures", concepts, spaces["items"])
+    if config.figures:
+        _write_figures(directory / "figures", concepts, spaces["items"])
     write_json(directory / "results.json", results)
     render_report(directory)
     return directory

@@ -56,7 +56,7 @@ import numpy as np
 import torch
 import yaml
 from scipy.stats import spearmanr
-from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score
+from sklearn.metrics import cohen_kappa_score
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
@@ -65,7 +65,7 @@ from cogsae._io import atomic_path, cache_dir, stable_hash
 from cogsae.activations import Activations
 from cogsae.contrasts import auroc, bootstrap_indices
 from cogsae.corpus import batch_chunks, corpus_files, files_hash, iter_documents
-from cogsae.ensemble import LinearModel, MethodResult
+from cogsae.ensemble import LinearModel, MethodResult, balanced_accuracy
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE
@@ -170,7 +170,7 @@ def _auroc_and_bacc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, floa
     """(AUROC, balanced accuracy at decision 0) of ``scores`` [n] for ``labels`` [n]."""
     return (
         float(auroc(scores[:, None], labels)[0]),
-        float(balanced_accuracy_score(labels, scores > 0)),
+        float(balanced_accuracy(scores, labels)),
     )
 
 

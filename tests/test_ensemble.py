@@ -18,7 +18,7 @@ from cogsae.ensemble import (
     SelectedL1,
     TrainingSet,
     _auroc,
-    _balanced_accuracy,
+    balanced_accuracy,
     compare,
     evaluate,
     make_plan,
@@ -221,7 +221,7 @@ def test_batched_metrics_match_sklearn() -> None:
     rng = np.random.default_rng(0)
     labels = rng.permutation(np.repeat([1, 0], 15))
     scores = np.round(rng.normal(size=(3, 4, 30)), 1)  # rounding makes ties
-    aurocs, baccs = _auroc(scores, labels), _balanced_accuracy(scores, labels)
+    aurocs, baccs = _auroc(scores, labels), balanced_accuracy(scores, labels)
     for i, j in np.ndindex(3, 4):
         assert aurocs[i, j] == pytest.approx(roc_auc_score(labels, scores[i, j]))
         expected = balanced_accuracy_score(labels, scores[i, j] > 0)

@@ -27,18 +27,31 @@ LOSS = ["lost", "forfeited", "missed", "dropped"]
 
 
 def planted_set(folder: Path) -> Path:
-    """A set whose conditions differ by verb identity, which even a random model encodes."""
-    lines = ["name: planted", "concept: winning", "window: {align: start, size: 6}", "conditions:"]
+    """A set whose conditions differ by verb identity, read in a window on the verb: even a
+    random model's activations carry that."""
+    lines = [
+        "name: planted",
+        "concept: winning",
+        "window: {align: target, size: 2}",
+        "factors: {condition: [gain, loss]}",
+        "items:",
+    ]
+
+    def item(text: str, condition: str, verb: str) -> str:
+        return f'  - {{text: "{text}", condition: {condition}, target: "{verb}"}}'
+
     for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
-        lines.append(f"  {condition}:")
         for i in range(24):
-            subject, obj = SUBJECTS[i % 6], OBJECTS[(i // 6 + i) % 6]
-            lines.append(f'    - "{subject} {verbs[i % 4]} {obj} in round {i}."')
-    lines += ["test:"]
+            verb = verbs[i % 4]
+            text = f"{SUBJECTS[i % 6]} {verb} {OBJECTS[(i // 6 + i) % 6]} in round {i}."
+            lines.append(item(text, condition, verb))
+    lines.append("test:")
     for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
-        lines.append(f"  {condition}:")
         for i in range(6):
-            lines.append(f'    - "{SUBJECTS[i]} {verbs[i % 4]} {OBJECTS[i]} at last, in game {i}."')
+            verb = verbs[i % 4]
+            lines.append(
+                item(f"{SUBJECTS[i]} {verb} {OBJECTS[i]} at last, in game {i}.", condition, verb)
+            )
     path = folder / "planted.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -142,18 +155,26 @@ def test_rerun_reuses_finished_stages(tiny_assets: dict, tmp_path: Path, monkeyp
 def test_shuffled_labels_are_significant_at_most_at_nominal_rate(
     tiny_assets: dict, tmp_path: Path
 ) -> None:
-    n_shuffles = 12
+    n_shuffles = 10
     significant = 0
     best_aurocs = []
     for seed in range(n_shuffles):
-        cfg = config(tiny_assets, tmp_path, shuffle_labels=seed, n_permutations=299, n_splits=4)
+        cfg = config(
+            tiny_assets,
+            tmp_path,
+            shuffle_labels=seed,
+            n_permutations=299,
+            n_splits=4,
+            n_bootstrap=100,
+            figures=False,
+        )
         results = json.loads((execute(cfg, progress=False) / "results.json").read_text())
         assert results["shuffled_labels"]
         methods = results["concepts"][0]["methods"]
         best = max(methods, key=lambda m: m["auroc"])
         best_aurocs.append(best["auroc"])
         significant += min(m["p_holm"] for m in methods) < 0.05
-    # nominal 5%: P(>= 3 of 12 | p = 0.05) = 0.02
+    # nominal 5%: P(>= 3 of 10 | p = 0.05) = 0.012
     assert significant <= 2
     # held-out AUROC under the null centres on chance even for the best of ~12 readouts
     assert np.mean(best_aurocs) < 0.75
