@@ -609,12 +609,12 @@ def _int_list(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     "value is the main analysis.",
 )
 @click.option("--folds", "n_splits", type=int, default=5, show_default=True)
-@click.option("--repeats", "n_repeats", type=int, default=2, show_default=True)
+@click.option("--repeats", "n_repeats", type=int, default=1, show_default=True)
 @click.option(
     "--permutations",
     "n_permutations",
     type=int,
-    default=200,
+    default=100,
     show_default=True,
     help="Label permutations per readout (selection re-run in each).",
 )

@@ -103,8 +103,8 @@ class RunConfig:
     k: tuple[int, ...] = (8,)
     methods: tuple[str, ...] = SELECTION_METHODS
     n_splits: int = 5
-    n_repeats: int = 2
-    n_permutations: int = 200
+    n_repeats: int = 1
+    n_permutations: int = 100
     n_bootstrap: int = 1000
     seed: int = 0
     shuffle_labels: int | None = None

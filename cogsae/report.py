@@ -39,7 +39,7 @@ SPACE_COLORS = {"sae": "#1b9e77", "raw": "#7570b3"}
 # --------------------------------------------------------------------------- results.json
 
 
-def _method_record(result: MethodResult, p_holm: float) -> dict[str, Any]:
+def _method_record(result: MethodResult, p_corrected: float) -> dict[str, Any]:
     model = result.model
     return {
         "method": result.method,
@@ -50,7 +50,7 @@ def _method_record(result: MethodResult, p_holm: float) -> dict[str, Any]:
         "balanced_accuracy": result.balanced_accuracy,
         "balanced_accuracy_ci": list(result.balanced_accuracy_ci),
         "p_value": result.p_value,
-        "p_holm": p_holm,
+        "p_corrected": p_corrected,
         "n_permutations_run": int(result.null_aurocs.size),
         "selected_units": model.units.tolist() if model.units.size <= 64 else None,
         "fold_units": [u.tolist() for u in result.selected_units] if result.k <= 64 else None,
@@ -66,22 +66,30 @@ def _method_record(result: MethodResult, p_holm: float) -> dict[str, Any]:
     }
 
 
-def _holm(p_values: list[float]) -> list[float]:
+READOUT_CORRECTION = "fdr_bh"
+"""Correction of readout p-values over all readouts of a concept: Benjamini-Hochberg, so
+that ~100 permutations (smallest p 1/101) can still reject across ~12 readouts."""
+
+
+def _corrected(p_values: list[float]) -> list[float]:
     from statsmodels.stats.multitest import multipletests
 
-    return multipletests(p_values, method="holm")[1].tolist() if p_values else []
+    return multipletests(p_values, method=READOUT_CORRECTION)[1].tolist() if p_values else []
 
 
 def concept_record(concept: ConceptResult) -> dict[str, Any]:
     """JSON-ready summary of one concept's results."""
-    p_holm = _holm([m.p_value for m in concept.methods])
+    p_corrected = _corrected([m.p_value for m in concept.methods])
     record: dict[str, Any] = {
         "factor": concept.factor,
         "target": concept.target,
         "reference": concept.reference,
         "n_items": int(concept.items.size),
         "n_target": int((concept.labels == 1).sum()),
-        "methods": [_method_record(m, p) for m, p in zip(concept.methods, p_holm, strict=True)],
+        "methods": [
+            _method_record(m, p) for m, p in zip(concept.methods, p_corrected, strict=True)
+        ],
+        "readout_correction": READOUT_CORRECTION,
         "k_curve": [
             {
                 "method": m.method,
@@ -241,7 +249,7 @@ def plot_method_aurocs(results: list[dict[str, Any]], title: str) -> plt.Figure:
             color=color,
             capsize=3,
         )
-        mark = "*" if row.get("p_holm", 1) < ALPHA else ""
+        mark = "*" if row.get("p_corrected", 1) < ALPHA else ""
         ax.text(1.005, row_i, mark, va="center", fontsize=12)
     ax.set_yticks(
         range(len(frame)),
@@ -249,7 +257,7 @@ def plot_method_aurocs(results: list[dict[str, Any]], title: str) -> plt.Figure:
     )
     ax.axvline(0.5, color="black", lw=0.8, ls="--")
     ax.set_xlim(min(0.3, frame["auroc_ci"].map(lambda c: c[0]).min() - 0.02), 1.02)
-    ax.set_xlabel("held-out AUROC (95% bootstrap CI; * Holm p < 0.05)")
+    ax.set_xlabel("held-out AUROC (95% bootstrap CI; * BH q < 0.05)")
     ax.set_title(title)
     return fig
 
@@ -435,10 +443,10 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
             f"{len(beat_dense)} k-unit selections beat it significantly."
         )
     if results.get("shuffled_labels"):
-        n_sig = sum(m["p_holm"] < ALPHA for m in methods)
+        n_sig = sum(m["p_corrected"] < ALPHA for m in methods)
         text.append(
             f"**Labels were shuffled** (null run): {n_sig} of {len(methods)} readouts were "
-            "significant after Holm correction; any such result is a false positive."
+            "significant after Benjamini-Hochberg correction; any such result is a false positive."
         )
     return " ".join(text)
 
@@ -462,7 +470,7 @@ def methods_table(concept: dict[str, Any]) -> pd.DataFrame:
                 "95% CI": _ci(m["auroc_ci"]),
                 "bal. acc.": m["balanced_accuracy"],
                 "p (perm.)": _fmt_p(m["p_value"]),
-                "p (Holm)": _fmt_p(m["p_holm"]),
+                "q (BH)": _fmt_p(m["p_corrected"]),
                 "stability": m["stability"],
                 **({"test AUROC": transfer["auroc"]} if transfer else {}),
                 **(
@@ -596,7 +604,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         + ". AUROC and balanced accuracy pooled over held-out items per repeat; "
         f"{config['n_bootstrap']} bootstrap resamples for CIs; up to "
         f"{config['n_permutations']} label permutations re-running selection in each "
-        "(sequential stopping for null readouts), Holm correction over readouts. "
+        "(sequential stopping for null readouts), Benjamini-Hochberg correction over readouts. "
         "Paired comparisons on the same folds. Contrasts: Welch t, Hedges g, AUROC per unit, "
         "Benjamini-Hochberg q over active units. Population RSA: rsatoolbox RDMs (correlation "
         "distance raw, Euclidean SAE) vs the category model by rho-a, label-permutation p and item "
@@ -678,7 +686,7 @@ def combine_reports(directories: list[Path], output: Path) -> Path:
                         "concept": f"{concept['target']} vs {concept['reference']}",
                         "readout": f"{m['space']}:{m['method']}",
                         "auroc": m["auroc"],
-                        "p_holm": m["p_holm"],
+                        "q": m["p_corrected"],
                     }
                 )
     frame = pd.DataFrame(rows)
@@ -699,7 +707,7 @@ def combine_reports(directories: list[Path], output: Path) -> Path:
             "",
             "## Best readout per concept",
             "",
-            _table(best[["set", "concept", "readout", "auroc", "p_holm"]]),
+            _table(best[["set", "concept", "readout", "auroc", "q"]]),
             "",
             "## Held-out AUROC by readout (rows) and concept (columns)",
             "",

@@ -54,6 +54,20 @@ def _checked(values: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> np.nda
     return check_labels(labels, values.shape[0])
 
 
+def _active_rsa_scores(
+    values: np.ndarray, mask: np.ndarray, labels: np.ndarray, kind: str
+) -> np.ndarray:
+    """``unit_rsa_scores`` [units], computed only for units non-zero on some given item.
+
+    A unit that is zero everywhere has a constant profile, which ``unit_rsa_scores`` scores
+    0; skipping such units (most SAE features on a small stimulus set) is ~4x faster.
+    """
+    active = np.flatnonzero(np.any(values != 0, axis=(0, 1)))
+    scores = np.zeros(values.shape[2])
+    scores[active] = unit_rsa_scores(values[:, :, active], mask, labels, kind)
+    return scores
+
+
 def rsa_discriminative(
     values: np.ndarray, mask: np.ndarray, labels: np.ndarray, k: int, *, rng: np.random.Generator
 ) -> Selection:
@@ -64,7 +78,7 @@ def rsa_discriminative(
     ``rng`` is unused (the score averages over all item splits) and kept for the signature.
     """
     labels = _checked(values, mask, labels)
-    return top_k(unit_rsa_scores(values, mask, labels, "discriminative"), k)
+    return top_k(_active_rsa_scores(values, mask, labels, "discriminative"), k)
 
 
 def rsa_categorical(
@@ -73,7 +87,7 @@ def rsa_categorical(
     """Top k units by per-unit categorical RSA score: Pearson fit of the unit's profile RDM
     to the category model RDM (``unit_rsa_scores``, "categorical"). ``rng`` is unused."""
     labels = _checked(values, mask, labels)
-    return top_k(unit_rsa_scores(values, mask, labels, "categorical"), k)
+    return top_k(_active_rsa_scores(values, mask, labels, "categorical"), k)
 
 
 def max_activation(

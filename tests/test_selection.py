@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from cogsae.errors import CogsaeError
-from cogsae.selection import SELECTORS, Selection, contrast, max_activation, top_k
+from cogsae.rsa import unit_rsa_scores
+from cogsae.selection import (
+    SELECTORS,
+    Selection,
+    contrast,
+    max_activation,
+    rsa_categorical,
+    rsa_discriminative,
+    top_k,
+)
 
 PLANTED = np.array([3, 17, 42, 77, 120])
 HIGH_MEAN = np.array([5, 60, 99])
@@ -86,3 +95,21 @@ def test_k_out_of_range_is_a_user_error() -> None:
     for select in SELECTORS.values():
         with pytest.raises(CogsaeError, match="k must be"):
             select(values, mask, labels, 151, rng=np.random.default_rng(0))
+
+
+def test_rsa_selectors_skip_silent_units_without_changing_the_ranking() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.gamma(1.0, size=(24, 5, 40)).astype(np.float32)
+    values[:, :, ::3] = 0.0  # silent units, as most SAE features are on a small set
+    values[:12, :, 1] += 2.0  # one planted unit
+    mask = np.ones((24, 5), dtype=bool)
+    labels = np.repeat([1, 0], 12)
+    for selector, kind in (
+        (rsa_categorical, "categorical"),
+        (rsa_discriminative, "discriminative"),
+    ):
+        got = selector(values, mask, labels, 6, rng=rng)
+        full = top_k(unit_rsa_scores(values, mask, labels, kind), 6)
+        np.testing.assert_array_equal(got.units, full.units)
+        np.testing.assert_allclose(got.scores, full.scores)
+        assert got.units[0] == 1
