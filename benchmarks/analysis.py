@@ -7,7 +7,8 @@ same numbers one unit at a time with rsatoolbox (``calc_rdm`` + ``compare``) and
 scipy/sklearn (``ttest_ind``, ``roc_auc_score``), timed on a subset of units and
 extrapolated. Data are synthetic: half dense Gaussian units, half sparse ReLU
 ("SAE-like") units, some with a planted condition effect; no position is masked so the
-reference's rsatoolbox RDMs equal cogsae's. Agreement on the subset is printed too.
+reference's rsatoolbox RDMs equal cogsae's. Agreement on the subset is printed too, and
+the time of one call of each selector (``cogsae.selection``) on a smaller unit set.
 
     python benchmarks/analysis.py [--units 50000] [--items 100] [--positions 16]
 """
@@ -27,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 from cogsae.activations import window_mean
 from cogsae.contrasts import univariate_contrast
 from cogsae.rsa import unit_rsa_scores
+from cogsae.selection import SELECTORS
 
 
 def synthetic(n_items: int, n_positions: int, n_units: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -97,6 +99,7 @@ def main() -> None:
     parser.add_argument(
         "--reference-units", type=int, default=300, help="units timed in the reference loops"
     )
+    parser.add_argument("--selection-units", type=int, default=8192, help="units per selector call")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -140,6 +143,13 @@ def main() -> None:
         f"t {np.nanmax(np.abs(contrast.t[subset] - ref_t)):.1e}, "
         f"AUROC {np.nanmax(np.abs(contrast.auroc[subset] - ref_auc)):.1e}"
     )
+    sub = values[:, :, : args.selection_units]
+    print(f"\nselector calls, k = 8 on {sub.shape[2]} units (best of 3):")
+    for name, select in SELECTORS.items():
+        best = min(
+            timed(select, sub, mask, labels, 8, rng=np.random.default_rng(0))[0] for _ in range(3)
+        )
+        print(f"  {name:20s} {best:6.3f} s")
     total, speedup = rows[-1][1], rows[-1][2] / rows[-1][1]
     print(
         f"\ntarget: all scores < 5 s -> {total:.2f} s ({'met' if total < 5 else 'NOT met'}); "
