@@ -59,4 +59,4 @@ def window_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     if np.any(counts == 0):
         raise ValueError("an item has no valid window position")
     weights = (mask / counts[:, None]).astype(np.float32)
-    return np.einsum("ip,ipu->iu", weights, values, dtype=np.float32)
+    return np.einsum("ip,ipu->iu", weights, values, dtype=np.float32, casting="same_kind")
