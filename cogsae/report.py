@@ -410,7 +410,9 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
         )
     comparisons = {(c["a"], c["b"]): c for c in concept["comparisons"]}
     sae_vs_raw = [
-        c for (a, b), c in comparisons.items() if a.startswith("sae:") and b.startswith("raw:")
+        c
+        for (a, b), c in comparisons.items()
+        if a.startswith("sae:") and b == "raw:" + a.removeprefix("sae:")
     ]
     if sae_vs_raw:
         wins = [c for c in sae_vs_raw if c["diff"] > 0 and c["p_corrected"] < ALPHA]
