@@ -848,7 +848,7 @@ def sae_metrics_command(
         "corpus": [str(p) for p in paths],
         "subset": subset,
         "context_length": context_length,
-        "position_0": "excluded from the statistics and kept unedited in the CE runs",
+        "position_0_and_massive_tokens": "excluded from the statistics, unedited in the CE runs",
         **metrics.to_dict(),
     }
     target = Path(out) if out else folder / "metrics.json"

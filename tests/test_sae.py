@@ -246,3 +246,24 @@ def test_default_sae_loads() -> None:
     assert (sae.cfg.d_in, sae.cfg.layer, sae.cfg.model_name) == (576, 15, "smollm2-135m")
     assert sae.decoder_directions.shape == (sae.cfg.d_sae, 576)
     assert sum(f.stat().st_size for f in DEFAULT_SAE_DIR.iterdir()) < 25e6
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEFAULT_SAE_DIR / "cfg.json").is_file(), reason="no shipped SAE yet")
+def test_default_sae_reconstructs_the_default_model(default_model: LoadedModel) -> None:
+    """On held-out text, at the layer it was trained for, the shipped SAE explains most of
+    the variance of typical tokens (its metrics.json has the full evaluation)."""
+    from cogsae.corpus import default_corpus, iter_documents, iter_token_chunks, select_documents
+    from cogsae.sae.data import residual_tokens, typical_tokens
+
+    sae = load_sae("default", default_model)
+    documents = select_documents(iter_documents([default_corpus()]), "heldout")
+    chunks = iter_token_chunks(documents, default_model.tokenizer, 128)
+    ids = torch.stack([next(chunks) for _ in range(4)])
+    x = residual_tokens(default_model, ids, torch.ones_like(ids)).float()
+    x = x[typical_tokens(x, 10.0)]
+    with torch.no_grad():
+        f = sae.encode(x)
+        fve = 1 - (x - sae.decode(f)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert (f > 0).sum(-1).float().mean() == pytest.approx(64, abs=1)
+    assert fve > 0.75
