@@ -67,15 +67,26 @@ def sae(tiny_model: LoadedModel) -> SAE:
 
 
 def edited_hidden(loaded: LoadedModel, edits: list, enc: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block-L output after the edits (as a later hook sees it) and hidden_states[L+1]."""
+    """Block-L output after the edits (as a later hook sees it) and the input block L+1 reads.
+
+    The input of block L+1 is what "the model reads"; ``hidden_states[L+1]`` is not used
+    because transformers' own capture hooks, once installed by an earlier
+    ``output_hidden_states`` call, run before ours and record the unedited output.
+    """
     seen: list[torch.Tensor] = []
-    with (
-        torch.no_grad(),
-        intervene(loaded, edits),
-        residual_hook(loaded, lambda h: seen.append(h.clone())),
-    ):
-        states = loaded.model(**enc, output_hidden_states=True).hidden_states
-    return seen[0], states[TINY_LAYER + 1]
+    read: list[torch.Tensor] = []
+    next_block = decoder_blocks(loaded.model)[TINY_LAYER + 1]
+    handle = next_block.register_forward_pre_hook(lambda _m, args: read.append(args[0].clone()))
+    try:
+        with (
+            torch.no_grad(),
+            intervene(loaded, edits),
+            residual_hook(loaded, lambda h: seen.append(h.clone())),
+        ):
+            loaded.model(**enc)
+    finally:
+        handle.remove()
+    return seen[0], read[0]
 
 
 def test_clamp_to_own_value_leaves_logits_identical(tiny_model: LoadedModel, sae: SAE) -> None:
