@@ -332,7 +332,7 @@ def analyse_concept(
         if stimuli.is_factorial and factor == stimuli.primary_factor:
             design = {f: np.array([it.levels[f] for it in stimuli.items]) for f in stimuli.factors}
             levels = {f: stimuli.contrast_levels(f) for f in stimuli.factors}
-            result.glm[space] = factorial_glm(acts.window_mean(), design, levels)
+            result.glm[space] = factorial_glm(acts.window_mean(), design, levels=levels)
 
     main_k, *other_k = config.k
     plan = make_plan(

@@ -217,3 +217,29 @@ def test_html_report_renders_figures_in_headless_chromium(
     # the raw-space markers of the AUROC figure (#7570b3) appear only if figures loaded
     raw_purple = np.abs(pixels - [0x75, 0x70, 0xB3]).sum(axis=1) < 30
     assert raw_purple.sum() > 50
+
+
+def test_factorial_set_analyses_each_factor(tiny_assets: dict, tmp_path: Path) -> None:
+    lines = [
+        "name: factorial",
+        "window: {align: start, size: 4}",
+        "factors: {outcome: [gain, loss], tense: [past, future]}",
+        "items:",
+    ]
+    for g in range(8):
+        for outcome, verbs in (("gain", GAIN), ("loss", LOSS)):
+            verb = verbs[g % 4]
+            for tense, text in (("past", verb), ("future", f"will have {verb}")):
+                fields = f"outcome: {outcome}, tense: {tense}, group: g{g}"
+                lines.append(f'  - {{text: "{SUBJECTS[g % 6]} {text} it in round {g}.", {fields}}}')
+    path = tmp_path / "factorial.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    cfg = config(
+        tiny_assets, tmp_path, stimuli=str(path), n_permutations=9, n_splits=4, figures=False
+    )
+    results = json.loads((execute(cfg, progress=False) / "results.json").read_text())
+    concepts = {c["factor"]: c for c in results["concepts"]}
+    assert set(concepts) == {"outcome", "tense"}
+    assert (concepts["tense"]["target"], concepts["tense"]["reference"]) == ("past", "future")
+    assert set(concepts["outcome"]["glm"]["raw"]) == {"outcome", "tense", "outcome:tense"}
+    assert concepts["tense"]["n_items"] == 32
