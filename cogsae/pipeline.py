@@ -250,11 +250,6 @@ def encode_activations(raw: Activations, sae: Any, batch_size: int = 4096) -> Ac
     return Activations(out, raw.mask, "sae", raw.tokens, {**raw.meta, "space": "sae"})
 
 
-def concept_factors(stimuli: StimulusSet) -> list[str]:
-    """Factors analysed as concepts: the primary one, then every other factor."""
-    return list(stimuli.factors)
-
-
 def _labels(run: Run, factor: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(items in the contrast, their labels, their groups), labels shuffled if asked."""
     all_labels = run.stimuli.labels(factor)
@@ -425,7 +420,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
                 run, factor, spaces["items"], spaces.get("test", {})
             ),
         )
-        for factor in concept_factors(run.stimuli)
+        for factor in run.stimuli.factors  # the primary factor first
     ]
     if config.n_snippets > 0 and config.shuffle_labels is None:
         primary = concepts[0]

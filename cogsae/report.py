@@ -188,19 +188,21 @@ def write_report(
         "concepts": [concept_record(c) for c in concepts],
     }
     directory.mkdir(parents=True, exist_ok=True)
-    _write_tables(directory / "tables", concepts)
+    _write_tables(directory / "tables", concepts, results["concepts"])
     if config.figures:
-        _write_figures(directory / "figures", concepts, spaces["items"])
+        _write_figures(directory / "figures", concepts, results["concepts"], spaces["items"])
     write_json(directory / "results.json", results)
     render_report(directory)
     return directory
 
 
-def _write_tables(folder: Path, concepts: list[ConceptResult]) -> None:
+def _write_tables(
+    folder: Path, concepts: list[ConceptResult], records: list[dict[str, Any]]
+) -> None:
+    """CSV tables of each concept (``records``: its `concept_record`, computed once)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for concept in concepts:
+    for concept, record in zip(concepts, records, strict=True):
         tag = concept.factor
-        record = concept_record(concept)
         methods = pd.DataFrame(
             [
                 {
@@ -325,14 +327,17 @@ def plot_concept_scores(corpus: dict[str, Any], title: str) -> plt.Figure:
 
 
 def _write_figures(
-    folder: Path, concepts: list[ConceptResult], spaces: dict[str, Activations]
+    folder: Path,
+    concepts: list[ConceptResult],
+    records: list[dict[str, Any]],
+    spaces: dict[str, Activations],
 ) -> None:
+    """PNG figures of each concept (``records``: its `concept_record`, computed once)."""
     from cogsae import vis
 
     folder.mkdir(parents=True, exist_ok=True)
-    for concept in concepts:
+    for concept, record in zip(concepts, records, strict=True):
         tag = concept.factor
-        record = concept_record(concept)
         name = f"{concept.target} vs {concept.reference}"
         _save(plot_method_aurocs(record["methods"], name), folder / f"auroc_{tag}.png")
         _save(
