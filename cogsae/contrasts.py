@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,8 @@ from cogsae.errors import CogsaeError
 # constant unit, not variance: such units get t = 0 (equal means) or +-inf (different means).
 _SE_REL_TOL = 1e-12
 _PERMUTATION_BATCH = 64
+
+UnitOfAnalysis = Literal["item", "group", "paired-group"]
 
 
 def check_labels(labels: np.ndarray, n_items: int, *, min_per_condition: int = 2) -> np.ndarray:
@@ -159,30 +162,113 @@ def bh_q(p: np.ndarray, tested: np.ndarray) -> np.ndarray:
     return q
 
 
+def label_pure(labels: np.ndarray, groups: np.ndarray) -> bool:
+    """True when every group of ``groups`` [items] holds a single label (between-group design)."""
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    return bool((labels == labels[first][inverse]).all())
+
+
+def unit_of_analysis(labels: np.ndarray, groups: np.ndarray | None) -> UnitOfAnalysis:
+    """What a per-unit contrast treats as independent observations (see ``univariate_contrast``).
+
+    "item" without groups; "paired-group" when every group holds both conditions (matched
+    designs: one within-group difference per group); "group" otherwise (the mean of each
+    group's items of one condition is one observation).
+    """
+    if groups is None:
+        return "item"
+    _, inverse = np.unique(groups, return_inverse=True)
+    has = np.zeros((inverse.max() + 1, 2), dtype=bool)
+    has[inverse, np.asarray(labels, dtype=np.intp)] = True
+    return "paired-group" if has.all() else "group"
+
+
+def groups_warning(labels: np.ndarray, groups: np.ndarray | None) -> str | None:
+    """A one-line warning when groups are label-pure (condition confounded with group), else None.
+
+    Label-pure groups make the groups, not the items, the independent observations: power
+    follows the number of groups, and any group-level nuisance is inseparable from the
+    condition unless groups are many.
+    """
+    if groups is None or not label_pure(labels, groups):
+        return None
+    n_groups, n_items = len(np.unique(groups)), len(labels)
+    return (
+        f"groups are label-pure: each group holds one condition, so the {n_groups} groups "
+        f"(not the {n_items} items) are the units of analysis; per-unit tests use group "
+        "means and permutations move whole groups"
+    )
+
+
+def permutation_blocks(
+    design: Mapping[str, np.ndarray], factor: str, groups: np.ndarray | None = None
+) -> np.ndarray | None:
+    """[items] exchangeability block ids for permuting ``factor`` in a factorial design.
+
+    Permuting one factor across the whole set also moves the other factors' effects into
+    its null (a template's items differ in the other factors too). Blocks keep those fixed:
+    with groups that hold both levels of ``factor``, a block is (group, levels of the other
+    factors) and labels swap inside it; groups that are label-pure for ``factor`` are
+    exchangeable whole with the pure groups that cover the same cells of the other factors,
+    so they share one block per such coverage. Without groups a block is a cell of the
+    other factors. None for single-factor designs (``permute_labels`` alone is exact).
+
+    Args:
+        design: factor name -> [items] level of each item (all factors of the set).
+        factor: the factor whose labels are permuted.
+        groups: [items] group ids, or None.
+    """
+    others = [np.asarray(values).astype(str) for name, values in design.items() if name != factor]
+    if not others:
+        return None
+    cell = np.unique(np.column_stack(others), axis=0, return_inverse=True)[1].ravel()
+    if groups is None:
+        return cell
+    level = np.asarray(design[factor]).astype(str)
+    keys = np.empty(len(cell), dtype=object)
+    for group in np.unique(groups):
+        idx = np.flatnonzero(groups == group)
+        if len(np.unique(level[idx])) > 1:
+            keys[idx] = [f"g{group}|{c}" for c in cell[idx]]
+        else:
+            keys[idx] = "pure|" + ",".join(map(str, np.unique(cell[idx])))
+    return np.unique(keys.astype(str), return_inverse=True)[1]
+
+
 def permute_labels(
     labels: np.ndarray,
     rng: np.random.Generator,
     groups: np.ndarray | None = None,
     strata: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
 ) -> np.ndarray:
     """One label permutation that respects the dependence structure of the items.
 
     Without groups, labels are shuffled across items. With ``groups`` [items]: if every
     group has a single label (between-group design) the group labels are shuffled across
     groups; otherwise (matched designs, e.g. a template written in both conditions) labels
-    are shuffled within each group. With ``strata`` [items] (e.g. cross-validation folds)
-    the permutation happens inside each stratum, so every stratum keeps its items.
+    are shuffled within each group. With ``blocks`` [items] (factorial designs, see
+    ``permutation_blocks``) the same happens inside each block only, so the other factors
+    stay balanced. With ``strata`` [items] (e.g. cross-validation folds) the permutation
+    happens inside each stratum, so every stratum keeps its items.
     """
-    if strata is not None:
+    if strata is not None or blocks is not None:
+        parts = strata if strata is not None else blocks
+        inner = blocks if strata is not None else None
         out = labels.copy()
-        for stratum in np.unique(strata):
-            idx = np.flatnonzero(strata == stratum)
-            out[idx] = permute_labels(labels[idx], rng, None if groups is None else groups[idx])
+        for part in np.unique(parts):
+            idx = np.flatnonzero(parts == part)
+            out[idx] = permute_labels(
+                labels[idx],
+                rng,
+                None if groups is None else groups[idx],
+                blocks=None if inner is None else inner[idx],
+            )
         return out
     if groups is None:
         return rng.permutation(labels)
     _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    if (labels == labels[first][inverse]).all():
+    if label_pure(labels, groups):
         return rng.permutation(labels[first])[inverse]
     return _shuffle_within(labels, inverse, rng)
 
@@ -226,17 +312,24 @@ class ContrastResult:
     """Per-unit target-vs-reference contrast on window means; all arrays are [units].
 
     Attributes:
-        t: Welch t (target minus reference); NaN for inactive units.
-        df: Welch-Satterthwaite degrees of freedom.
-        p: two-sided p of t (null: equal condition means, unequal variances allowed).
+        t: t statistic (target minus reference); NaN for inactive units. Welch t across
+            items or group means, or a one-sample t of within-group differences (see
+            ``unit_of_analysis``).
+        df: its degrees of freedom (Welch-Satterthwaite, or groups - 1 when paired).
+        p: two-sided p of t (null: equal condition means).
         q: Benjamini-Hochberg q over all active units (statsmodels fdr_bh).
-        g: Hedges g (bias-corrected standardized mean difference).
-        auroc: P(target item > reference item) + 0.5 P(tie); 0.5 = no separation.
-        mean_target: condition mean of the target items.
-        mean_reference: condition mean of the reference items.
+        g: Hedges g (bias-corrected standardized mean difference) over the observations.
+        auroc: P(target observation > reference observation) + 0.5 P(tie); 0.5 = none.
+        mean_target: mean of the target items.
+        mean_reference: mean of the reference items.
         active: True where the unit is non-zero on some item; inactive units are untested.
         p_fwe: max-|t| permutation family-wise p (None unless permutations were run).
         n_permutations: number of label permutations behind ``p_fwe`` (0 if none).
+        unit_of_analysis: "item" (items independent), "group" (one observation per group
+            and condition: the mean of its items) or "paired-group" (every group holds both
+            conditions; one within-group difference per group).
+        n_observations: number of independent observations behind t (items, group means
+            or groups).
     """
 
     t: np.ndarray
@@ -250,6 +343,8 @@ class ContrastResult:
     active: np.ndarray
     p_fwe: np.ndarray | None = None
     n_permutations: int = 0
+    unit_of_analysis: UnitOfAnalysis = "item"
+    n_observations: int = 0
 
     def to_frame(self) -> pd.DataFrame:
         """One row per unit (index ``unit``), one column per statistic."""
@@ -261,6 +356,33 @@ class ContrastResult:
         if self.p_fwe is not None:
             columns["p_fwe"] = self.p_fwe
         return pd.DataFrame(columns, index=pd.RangeIndex(len(self.t), name="unit"))
+
+
+def group_condition_means(
+    means: np.ndarray, labels: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Average the items of each (group, condition) cell.
+
+    Returns cell means [cells, units], their labels [cells] and group index [cells]; cells
+    are sorted by group, then condition (reference before target).
+    """
+    _, group_index = np.unique(groups, return_inverse=True)
+    cells, cell_of_item = np.unique(group_index * 2 + labels, return_inverse=True)
+    onehot = np.zeros((len(cells), len(labels)))
+    onehot[cell_of_item, np.arange(len(labels))] = 1.0
+    onehot /= onehot.sum(axis=1, keepdims=True)
+    return onehot @ means, (cells % 2).astype(np.int8), cells // 2
+
+
+def paired_t(d: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-sample t of within-group differences ``d`` [groups, units] and its df (groups - 1).
+
+    ``scale`` [units] (the size of the condition means) decides when a zero standard error
+    is round-off, as in ``welch_t``.
+    """
+    n = d.shape[0]
+    t = _t_from_estimate(d.mean(0), d.std(0, ddof=1) / np.sqrt(n), scale)
+    return t, np.full(d.shape[1], n - 1.0)
 
 
 def univariate_contrast(
@@ -276,39 +398,63 @@ def univariate_contrast(
     Args:
         means: [items, units] window-mean activations (float16/32/64).
         labels: [items] 1 target / 0 reference.
-        groups: [items] optional group ids; only used to constrain label permutations.
+        groups: [items] optional group ids of dependent items (same template). Items of a
+            group are not independent, so the test runs on the groups
+            (``unit_of_analysis``): with label-pure groups (or a mix), each (group,
+            condition) cell's mean is one observation and Welch t / Hedges g / AUROC run
+            across those means; when every group holds both conditions (matched designs),
+            the observation is each group's mean target minus mean reference, tested with a
+            one-sample t (df = groups - 1), and g / AUROC describe the cell means.
         n_permutations: if > 0, also compute the max-|t| permutation family-wise p: for
-            each permutation (see ``permute_labels``) the largest |t| over active units
-            forms the null of the maximum, and p_fwe = (1 + #{max >= |t|}) / (1 + n).
-            This controls the family-wise error over all units under exchangeability.
+            each permutation the largest |t| over active units forms the null of the
+            maximum, and p_fwe = (1 + #{max >= |t|}) / (1 + n). Labels are permuted across
+            observations (``permute_labels``; within a group for mixed designs) or, paired,
+            the signs of the within-group differences are flipped.
         seed: seed of the permutations.
 
-    Items are assumed independent given their condition (use ``groups`` otherwise, and
-    read p/q as approximate). Inactive units (zero everywhere) get NaN statistics and are
-    left out of the BH family and of the permutation maximum.
+    Inactive units (zero everywhere) get NaN statistics and are left out of the BH family
+    and of the permutation maximum.
     """
     x = np.asarray(means, dtype=np.float64)
     if x.ndim != 2:
         raise CogsaeError(f"means must be [items, units], got shape {x.shape}", field="means")
     labels = check_labels(labels, x.shape[0])
     active = active_units(x)
-    t, df = welch_t(x, labels)
+    mean_target, mean_reference = x[labels == 1].mean(0), x[labels == 0].mean(0)
+    unit = unit_of_analysis(labels, groups)
+    obs, obs_labels, obs_groups = x, labels, None
+    if unit != "item":
+        obs, obs_labels, obs_groups = group_condition_means(x, labels, np.asarray(groups))
+        check_labels(obs_labels, len(obs_labels))
+    if unit == "paired-group":
+        diff = obs[obs_labels == 1] - obs[obs_labels == 0]
+        scale = np.maximum(np.abs(mean_target), np.abs(mean_reference))
+        t, df = paired_t(diff, scale)
+        n_obs = len(diff)
+    else:
+        t, df = welch_t(obs, obs_labels)
+        n_obs = len(obs)
     p = two_sided_p(t, df)
     result = ContrastResult(
         t=t,
         df=df,
         p=p,
         q=bh_q(p, active),
-        g=hedges_g(x, labels),
-        auroc=auroc(x, labels),
-        mean_target=x[labels == 1].mean(0),
-        mean_reference=x[labels == 0].mean(0),
+        g=hedges_g(obs, obs_labels),
+        auroc=auroc(obs, obs_labels),
+        mean_target=mean_target,
+        mean_reference=mean_reference,
         active=active,
+        unit_of_analysis=unit,
+        n_observations=n_obs,
     )
     for name in ("t", "df", "p", "g", "auroc"):
         getattr(result, name)[~active] = np.nan
     if n_permutations > 0:
-        null_max = _max_abs_t_null(x[:, active], labels, groups, n_permutations, seed)
+        if unit == "paired-group":
+            null_max = _max_abs_paired_t_null(diff[:, active], n_permutations, seed)
+        else:
+            null_max = _max_abs_t_null(obs[:, active], obs_labels, obs_groups, n_permutations, seed)
         exceed = n_permutations - np.searchsorted(np.sort(null_max), np.abs(t[active]), "left")
         result.p_fwe = np.full(x.shape[1], np.nan)
         result.p_fwe[active] = (1.0 + exceed) / (1.0 + n_permutations)
@@ -336,6 +482,28 @@ def _max_abs_t_null(
         v1 = (q1 - n1 * m1**2) / (n1 - 1)
         v0 = (total2 - q1 - n0 * m0**2) / (n0 - 1)
         t, _ = _welch_from_moments(m1, np.maximum(v1, 0), n1, m0, np.maximum(v0, 0), n0)
+        null[start:stop] = np.abs(t).max(axis=1)
+    return null
+
+
+def _max_abs_paired_t_null(d: np.ndarray, n_permutations: int, seed: int) -> np.ndarray:
+    """[n_permutations] max over units of |paired t| when each group's difference flips sign.
+
+    ``d`` [groups, units]: under the null a group's target and reference are exchangeable,
+    so its difference is symmetric about 0. Sum of squares is sign-invariant, so each batch
+    of sign patterns is one GEMM.
+    """
+    rng = np.random.default_rng(seed)
+    n = d.shape[0]
+    ss = (d * d).sum(0)
+    null = np.empty(n_permutations)
+    for start in range(0, n_permutations, _PERMUTATION_BATCH):
+        stop = min(start + _PERMUTATION_BATCH, n_permutations)
+        signs = rng.choice([-1.0, 1.0], size=(stop - start, n))
+        mean = signs @ d / n
+        var = np.maximum(ss - n * mean**2, 0.0) / (n - 1)
+        scale = np.sqrt(ss / n)
+        t = _t_from_estimate(mean, np.sqrt(var / n), np.broadcast_to(scale, mean.shape))
         null[start:stop] = np.abs(t).max(axis=1)
     return null
 
