@@ -93,24 +93,42 @@ def _window_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--model", "model_name", default=None, help="Tokenizer to count tokens with.")
+@click.option(
+    "--write-groups",
+    "groups_out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write a long-form copy of the (single) set with a group on every item, "
+    "near-duplicate items across conditions sharing one.",
+)
 @user_errors
-def validate(files: tuple[str, ...], model_name: str | None) -> None:
+def validate(files: tuple[str, ...], model_name: str | None, groups_out: str | None) -> None:
     """Check stimulus sets and print a summary of each.
 
     Prints conditions, item counts, token lengths per condition with a test of whether
-    they differ, and checks that the window can be filled. Exits 2 on the first problem,
+    they differ, and checks that the window can be filled. A set without groups whose
+    items look paired across conditions gets a warning. Exits 2 on the first problem,
     naming file, line and field.
     """
+    from cogsae.design import find_pairs, write_grouped
     from cogsae.extract import Window, check_window_fillable
     from cogsae.model import DEFAULT_MODEL, load_tokenizer
     from cogsae.stimuli import load_stimuli, summary_text
 
+    if groups_out and len(files) > 1:
+        raise CogsaeError("--write-groups takes a single FILE", field="--write-groups")
     for path in files:
         stimuli = load_stimuli(path)
         tokenizer = load_tokenizer(model_name or stimuli.model.get("name", DEFAULT_MODEL))
         window = Window.for_stimuli(stimuli)
         check_window_fillable(tokenizer, stimuli, window)
         click.echo(summary_text(stimuli, tokenizer))
+        advice = find_pairs(stimuli).message() if stimuli.groups() is None else None
+        if advice:
+            click.echo(f"  warning: {advice}")
+        if groups_out:
+            out = write_grouped(stimuli, groups_out)
+            click.echo(f"wrote {out} (long form, a group on every item)")
 
 
 @main.command()
