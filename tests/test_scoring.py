@@ -12,6 +12,7 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score
 
 from cogsae.activations import Activations
+from cogsae.contrasts import bootstrap_indices
 from cogsae.ensemble import LinearModel
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
@@ -89,6 +90,28 @@ def test_transfer_matches_sklearn_and_drops_other_levels() -> None:
     assert again.auroc_ci == result.auroc_ci
     record = json.loads(json.dumps(result.to_record()))
     assert record["auroc"] == result.auroc and len(record["scores"]) == 24
+
+
+def test_transfer_bootstrap_keeps_test_groups_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cogsae.scoring
+
+    labels = np.tile([1, 0], 10)  # 10 matched test groups: one target, one reference
+    groups = np.repeat([f"t{g}" for g in range(10)], 2)
+    values = np.random.default_rng(1).normal(size=(20, 2, 3)).astype(np.float32)
+    acts = Activations(values, np.ones((20, 2), dtype=bool))
+    drawn: list[np.ndarray] = []
+
+    def recording(*args: object, **kwargs: object) -> np.ndarray:
+        drawn.append(bootstrap_indices(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(cogsae.scoring, "bootstrap_indices", recording)
+    transfer_score(linear([0], [1.0]), acts, labels, groups, n_bootstrap=50)
+    assert len(drawn) == 50
+    for idx in drawn:
+        # every drawn group comes with both of its items, once per draw
+        _, counts = np.unique(groups[idx], return_counts=True)
+        assert (counts % 2 == 0).all() and (labels[idx] == 1).sum() == 10
 
 
 def test_transfer_needs_both_conditions() -> None:
