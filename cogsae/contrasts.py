@@ -252,18 +252,17 @@ def permute_labels(
     stay balanced. With ``strata`` [items] (e.g. cross-validation folds) the permutation
     happens inside each stratum, so every stratum keeps its items.
     """
-    if strata is not None or blocks is not None:
-        parts = strata if strata is not None else blocks
-        inner = blocks if strata is not None else None
+    if blocks is not None:
+        if strata is not None:
+            blocks = np.unique(
+                np.column_stack([strata, blocks]).astype(str), axis=0, return_inverse=True
+            )[1].ravel()
+        return _permute_within_blocks(labels, rng, groups, blocks)
+    if strata is not None:
         out = labels.copy()
-        for part in np.unique(parts):
-            idx = np.flatnonzero(parts == part)
-            out[idx] = permute_labels(
-                labels[idx],
-                rng,
-                None if groups is None else groups[idx],
-                blocks=None if inner is None else inner[idx],
-            )
+        for stratum in np.unique(strata):
+            idx = np.flatnonzero(strata == stratum)
+            out[idx] = permute_labels(labels[idx], rng, None if groups is None else groups[idx])
         return out
     if groups is None:
         return rng.permutation(labels)
@@ -271,6 +270,35 @@ def permute_labels(
     if label_pure(labels, groups):
         return rng.permutation(labels[first])[inverse]
     return _shuffle_within(labels, inverse, rng)
+
+
+def _permute_within_blocks(
+    labels: np.ndarray, rng: np.random.Generator, groups: np.ndarray | None, blocks: np.ndarray
+) -> np.ndarray:
+    """``permute_labels`` inside each block of ``blocks`` [items], vectorized over blocks.
+
+    In a block whose groups (its items, without groups) each hold one label, group labels
+    are shuffled across the block's groups; in any other block labels are shuffled within
+    each group.
+    """
+    _, block = np.unique(blocks, return_inverse=True)
+    if groups is None:
+        unit = np.arange(len(labels))
+    else:
+        members = np.column_stack([block, groups]).astype(str)
+        unit = np.unique(members, axis=0, return_inverse=True)[1].ravel()
+    n_units = int(unit.max()) + 1
+    lowest = np.ones(n_units, dtype=labels.dtype)
+    highest = np.zeros(n_units, dtype=labels.dtype)
+    np.minimum.at(lowest, unit, labels)
+    np.maximum.at(highest, unit, labels)
+    unit_block = np.zeros(n_units, dtype=np.intp)
+    unit_block[unit] = block
+    block_pure = np.ones(int(block.max()) + 1, dtype=bool)
+    np.logical_and.at(block_pure, unit_block, lowest == highest)
+    whole = _shuffle_within(lowest, unit_block, rng)[unit]
+    within = _shuffle_within(labels, unit, rng)
+    return np.where(block_pure[block], whole, within)
 
 
 def _shuffle_within(labels: np.ndarray, blocks: np.ndarray, rng: np.random.Generator) -> np.ndarray:

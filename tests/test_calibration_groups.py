@@ -146,6 +146,15 @@ def test_permutation_blocks_keep_the_other_factor_balanced() -> None:
         perm = permute_labels(a, rng, templates, blocks=blocks)
         for block in np.unique(blocks):
             assert perm[blocks == block].sum() == 1  # one a-level each per (template, b)
+        folds = templates % 3  # strata (cross-validation folds) hold whole templates
+        perm = permute_labels(a, rng, templates, strata=folds, blocks=blocks)
+        assert all(perm[blocks == block].sum() == 1 for block in np.unique(blocks))
+    assert {tuple(permute_labels(a, rng, templates, blocks=blocks)[:4]) for _ in range(40)} == {
+        (1, 0, 0, 1),
+        (1, 1, 0, 0),
+        (0, 1, 1, 0),
+        (0, 0, 1, 1),
+    }  # the 2 x 2 swaps of one template, each reached
     assert permutation_blocks({"a": a}, "a", templates) is None
     np.testing.assert_array_equal(permutation_blocks(design, "a"), b)  # cells of b
 
