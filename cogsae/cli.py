@@ -627,16 +627,32 @@ def _int_list(_ctx: click.Context, param: click.Parameter, value: str) -> tuple[
     "value is the main analysis.",
 )
 @click.option("--folds", "n_splits", type=int, default=5, show_default=True)
-@click.option("--repeats", "n_repeats", type=int, default=1, show_default=True)
+@click.option(
+    "--repeats",
+    "n_repeats",
+    type=int,
+    default=10,
+    show_default=True,
+    help="Repeats of the outer k-fold cross-validation (the corrected repeated-CV t-test "
+    "needs them for stable verdicts).",
+)
 @click.option(
     "--permutations",
     "n_permutations",
     type=int,
-    default=100,
+    default=1000,
     show_default=True,
-    help="Label permutations per readout (selection re-run in each).",
+    help="Label permutations per readout at most (selection re-run in each; null readouts "
+    "stop early).",
 )
-@click.option("--bootstrap", "n_bootstrap", type=int, default=1000, show_default=True)
+@click.option(
+    "--bootstrap",
+    "n_bootstrap",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples of the population-RSA and held-out transfer intervals.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Root seed of the run.")
 @click.option(
     "--shuffle-labels",

@@ -1,44 +1,69 @@
 """Held-out decoding of a concept from a few selected units, with nulls that cannot leak.
 
 A *readout* maps the training items of one outer fold to a linear model on window-mean
-activations: either "select k units with a selection method, standardize, L1 logistic"
-(:class:`SelectedL1`) or a baseline on all units (:class:`DiffMeans`, :class:`DenseL2`).
-One engine, :func:`evaluate`, runs every readout on the same outer folds
-(:class:`CVPlan`): selection sees training items only, the held-out items are scored,
-and the whole procedure (selection included) is re-run on label permutations for the
-p-value. :func:`compare` tests readouts against each other on the same held-out items.
+activations: "select k units with a selection method, standardize, L1 logistic"
+(:class:`SelectedL1`) or a baseline on all units (:class:`DiffMeans`, :class:`DenseL2`;
+a :class:`DenseL2` on nuisance variables is the confound baseline). One engine,
+:func:`evaluate`, runs every readout on the same outer folds (:class:`CVPlan`): selection
+sees training items only, the held-out items are scored, and the whole procedure
+(selection included) is re-run on label permutations for the p-values.
 
-Items are resampled, permuted and flipped in *clusters*: an item group when the
-stimulus set gives groups (items sharing a template are not independent), otherwise
-each item on its own. A cluster's *stratum* is its label when all its items share one
-label and 2 ("mixed") otherwise.
+The engine is batched: the training sets of many (permutation, repeat, fold) triples are
+fitted together. Window-mean selection scores are matrix products of per-unit moments
+(``cogsae.selection.TrainingMoments``), the L1 logistic fits are one vectorized proximal
+Newton solver (:func:`fit_l1_logistic`), and the dense probe is a kernel logistic
+regression on a fold-invariant kernel (:func:`fit_kernel_logistic`); both solve exactly
+the objective of scikit-learn's liblinear solver.
+
+Inference is about the PROCEDURE, not one fitted model. Each readout is scored per
+held-out fold (AUROC a_j over J = repeats x folds); its AUROC is the mean of a_j, its
+interval the corrected repeated-CV t interval and paired comparisons the corrected
+resampled t-test (Nadeau & Bengio 2003; Bouckaert & Frank 2004), whose variance term
+(1/J + n_test/n_train) s^2 accounts for the overlap of training sets. Permutation
+p-values in both tails test the readout against chance; a readout far below chance
+signals paired items split across folds.
+
+Items are permuted and dealt to folds in *clusters*: an item group when the stimulus set
+gives groups (items sharing a template are not independent), otherwise each item alone.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
-from sklearn import config_context
-from sklearn.linear_model import LogisticRegression
+from scipy import linalg, special, stats
 from sklearn.model_selection import StratifiedKFold
 from statsmodels.stats.multitest import multipletests
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from cogsae.activations import Activations
-from cogsae.contrasts import auroc, bootstrap_indices, check_labels, permute_labels
+from cogsae.contrasts import average_ranks, check_labels, permute_labels
 from cogsae.errors import CogsaeError
-from cogsae.selection import SELECTORS, Selection
+from cogsae.selection import (
+    SELECTORS,
+    WINDOW_MEAN_SCORES,
+    Selection,
+    Standardized,
+    TrainingMoments,
+    top_k_batch,
+)
 
 # Independent random streams derived from a plan's seed: np.random.default_rng([seed, tag, ...]).
-_FOLDS, _PERMS, _FIT, _FINAL, _BOOT, _SWAP = range(6)
+_FOLDS, _PERMS, _FIT, _FINAL = range(4)
 # Statistics computed on permuted data count as ">= observed" within this float tolerance.
 _TIE = 1e-12
+# Memory budget of one batch of training sets (bytes of one [sets, units] float64 array x 10).
+_BATCH_BYTES = 2**27
+_INFERENCE = "corrected repeated-CV t (Nadeau & Bengio 2003)"
 
 
 @dataclass(eq=False)
@@ -57,7 +82,7 @@ class CVPlan:
         labels_perm: [1 + n_permutations, items] int, row 0 == ``labels``.
         fold_ids: [1 + n_permutations, repeats, items] int, the test fold of each item.
         seed: root of every random stream used with this plan (folds, permutations,
-            selector and solver seeds, bootstrap resamples, sign flips).
+            random units, final models).
     """
 
     labels: np.ndarray
@@ -71,11 +96,6 @@ class CVPlan:
     def n_items(self) -> int:
         return int(self.labels.shape[0])
 
-    @cached_property
-    def clusters(self) -> np.ndarray:
-        """[items] int in [0, n_clusters): the item's group, or the item itself."""
-        return _clusters(self.labels.size, self.groups)
-
     @property
     def n_repeats(self) -> int:
         return int(self.fold_ids.shape[1])
@@ -83,6 +103,12 @@ class CVPlan:
     @property
     def n_permutations(self) -> int:
         return int(self.labels_perm.shape[0] - 1)
+
+    @cached_property
+    def test_fraction(self) -> float:
+        """Mean share of items held out per fold (n_test / n in the corrected variance)."""
+        counts = np.stack([np.bincount(ids, minlength=self.n_splits) for ids in self.fold_ids[0]])
+        return float(counts.mean() / self.n_items)
 
     def splits(self, b: int = 0) -> list[list[tuple[np.ndarray, np.ndarray]]]:
         """[repeats][folds] (train, test) item indices under permutation ``b`` (0 = observed)."""
@@ -96,27 +122,28 @@ def make_plan(
     labels: np.ndarray,
     groups: np.ndarray | None = None,
     *,
+    blocks: np.ndarray | None = None,
     n_splits: int = 5,
-    n_repeats: int = 2,
-    n_permutations: int = 200,
+    n_repeats: int = 10,
+    n_permutations: int = 1000,
     seed: int = 0,
 ) -> CVPlan:
     """Repeated stratified (group) k-fold and label permutations for ``labels`` [items].
 
     Folds: clusters (groups, else items) are dealt to folds by sklearn's StratifiedKFold
-    on their stratum, so a group never straddles train and test and every fold keeps the
-    condition balance. (sklearn's StratifiedGroupKFold would do too, but costs ~25 ms per
-    split and a plan needs repeats x (1 + n_permutations) of them.)
+    on their stratum (label, or "mixed" for groups holding both conditions), so a group
+    never straddles train and test and every fold keeps the condition balance.
 
     Permutations (``cogsae.contrasts.permute_labels``) only exchange what is exchangeable
     under "labels carry no information": labels over items without groups; whole groups'
     labels among groups when every group is label-pure; labels within each group when a
-    group holds both conditions (matched designs; label-pure groups then stay fixed, which
-    keeps the test exact at the cost of some power).
+    group holds both conditions. ``blocks`` [items] restricts every exchange to within a
+    block: in factorial designs the cells of template x the other factors, so permuting
+    one factor never mixes in another.
 
-    Defaults: 5 folds x 2 repeats (repeats average out the luck of one partition) and
-    200 permutations (smallest attainable p = 1/201 < 0.05 / 10, so Holm over ~10
-    readouts can still reject; :func:`evaluate` stops early for readouts that are null).
+    Defaults: 10 x 5-fold (enough repeats for stable verdicts) and up to 1000 permutations
+    (smallest p 1/1001, so corrections over ~15 readouts can reject); :func:`evaluate`
+    stops early for readouts whose both tails are clearly null.
     """
     labels = check_labels(labels, len(labels)).astype(np.int64)
     if groups is not None:
@@ -127,16 +154,19 @@ def make_plan(
     n_clusters = int(clusters.max()) + 1
     if n_splits < 2 or n_clusters < n_splits:
         raise CogsaeError(
-            f"need 2 <= n_splits <= number of items/groups ({n_clusters}), got {n_splits}",
-            field="n_splits",
+            f"need 2 <= folds <= number of items/groups ({n_clusters}), got {n_splits}",
+            field="--folds",
         )
+    if n_repeats < 1 or n_permutations < 0:
+        raise CogsaeError("need repeats >= 1 and permutations >= 0", field="--repeats")
     perm_rng = np.random.default_rng([seed, _PERMS])
     labels_perm = np.stack(
-        [labels] + [permute_labels(labels, perm_rng, groups) for _ in range(n_permutations)]
+        [labels]
+        + [permute_labels(labels, perm_rng, groups, blocks=blocks) for _ in range(n_permutations)]
     )
     fold_seeds = np.random.default_rng([seed, _FOLDS]).integers(2**31 - 1, size=n_repeats)
     fold_ids = np.stack([_fold_ids(lab, clusters, n_splits, fold_seeds) for lab in labels_perm])
-    _check_training_sets(labels_perm, fold_ids, n_splits)
+    _check_folds(labels_perm, fold_ids, n_splits)
     return CVPlan(labels, groups, n_splits, labels_perm, fold_ids, seed)
 
 
@@ -169,17 +199,19 @@ def _fold_ids(
     return out
 
 
-def _check_training_sets(labels_perm: np.ndarray, fold_ids: np.ndarray, n_splits: int) -> None:
-    """Every training set (all permutations, repeats, folds) must hold both conditions."""
+def _check_folds(labels_perm: np.ndarray, fold_ids: np.ndarray, n_splits: int) -> None:
+    """Every training set needs both conditions, every test fold too (for its AUROC)."""
     for labels, ids in zip(labels_perm, fold_ids, strict=True):
         for fold in ids:
             n_test = np.bincount(fold, minlength=n_splits)
             pos_test = np.bincount(fold, weights=labels, minlength=n_splits)
             pos_train = labels.sum() - pos_test
-            if np.any(pos_train == 0) or np.any(pos_train == labels.size - n_test):
+            train_ok = (pos_train > 0) & (pos_train < labels.size - n_test)
+            test_ok = (pos_test > 0) & (pos_test < n_test)
+            if not (train_ok.all() and test_ok.all()):
                 raise CogsaeError(
-                    "a training fold lacks one condition; use fewer folds or more items/groups",
-                    field="n_splits",
+                    "a fold lacks one condition; use fewer folds or more items/groups",
+                    field="--folds",
                 )
 
 
@@ -192,8 +224,8 @@ class LinearModel:
 
     Attributes:
         units: [m] int, indices of the units used (into the space's units).
-        mean: [m] standardization centre fitted on training items (0 when unstandardized).
-        scale: [m] standardization scale fitted on training items (1 when unstandardized).
+        mean: [m] standardization centre (0 when unstandardized).
+        scale: [m] standardization scale (1 when unstandardized).
         coef: [m] weights on standardized activations.
         intercept: bias of the decision.
     """
@@ -220,92 +252,173 @@ class LinearModel:
 
 
 @dataclass
-class TrainingSet:
-    """The training items of one outer fold: all that a readout may look at.
+class LinearModels:
+    """A batch of linear readouts, one per training set (see :class:`LinearModel`).
 
     Attributes:
-        idx: [n_train] indices of the training items.
-        labels: [n_train] their labels (permuted ones in a null replicate).
-    ``values``, ``mask`` and ``means`` are sliced from the private full arrays lazily and
-    once, then shared by every readout of the fold.
+        units: [sets, m] unit indices, or None for all units of the space in order.
+        mean, scale: [sets, m] (or [m], shared) standardization of the units.
+        coef: [sets, m] weights on standardized activations.
+        intercept: [sets] biases.
     """
 
-    _acts: Activations
-    _means: np.ndarray
-    idx: np.ndarray
+    units: np.ndarray | None
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    def decisions(self, means: np.ndarray) -> np.ndarray:
+        """[sets, items] decision of every set's model on window means [items, units]."""
+        weights = self.coef / self.scale
+        bias = self.intercept - (self.mean * weights).sum(axis=-1)
+        if self.units is None:
+            return weights @ means.T + bias[:, None]
+        gathered = means.T[self.units]  # [sets, m, items]
+        return np.einsum("smi,sm->si", gathered, weights) + bias[:, None]
+
+    def model(self, s: int) -> LinearModel:
+        """The s-th model on its own."""
+        units = np.arange(self.coef.shape[1]) if self.units is None else self.units[s]
+        pick = lambda a: a[s] if a.ndim == 2 else a  # noqa: E731
+        return LinearModel(
+            units, pick(self.mean), pick(self.scale), self.coef[s], float(self.intercept[s])
+        )
+
+
+class SpaceData:
+    """Fold-invariant data of one unit space, computed once and shared by every readout.
+
+    Attributes:
+        acts: the activations (float32 values, for selectors that need positions).
+        means: [items, units] float64 window means.
+    """
+
+    def __init__(self, acts: Activations) -> None:
+        self.acts = Activations(np.asarray(acts.values, dtype=np.float32), acts.mask, acts.space)
+        self.means = self.acts.window_mean().astype(np.float64)
+        if not np.isfinite(self.means).all():
+            raise CogsaeError(f"non-finite window-mean activations in space {acts.space!r}")
+
+    @cached_property
+    def active(self) -> np.ndarray:
+        """[a] units non-zero on some item (label-free; others can never be selected)."""
+        return np.flatnonzero(np.any(self.means != 0, axis=0))
+
+    @cached_property
+    def standardized(self) -> Standardized:
+        """Window means of the active units standardized over all items (label-free)."""
+        return Standardized.of(self.means[:, self.active])
+
+    @cached_property
+    def all_standardized(self) -> Standardized:
+        """Window means of every unit standardized over all items (the dense probe's input)."""
+        return Standardized.of(self.means)
+
+    @cached_property
+    def kernel(self) -> np.ndarray:
+        """[items, items] Z Z^T + 1: the dense probe's linear kernel plus the intercept feature."""
+        z = self.all_standardized.x
+        return z @ z.T + 1.0
+
+
+@dataclass
+class FoldSets:
+    """A batch of training sets: set s is (permutation b, repeat r, fold f).
+
+    Attributes:
+        train: [sets, items] bool, the training items.
+        labels: [sets, items] labels of every item under the set's permutation.
+        streams: [sets] seed sequences of each set's random stream.
+    """
+
+    train: np.ndarray
     labels: np.ndarray
+    streams: list[list[int]]
+    _moments: dict[int, TrainingMoments] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def of(cls, plan: CVPlan, perms: Sequence[int]) -> FoldSets:
+        """All (repeat, fold) training sets of the permutations ``perms``, perm-major."""
+        ids = plan.fold_ids[list(perms)]  # [perms, repeats, items]
+        folds = np.arange(plan.n_splits)
+        train = ids[:, :, None, :] != folds[None, None, :, None]
+        labels = np.broadcast_to(plan.labels_perm[list(perms)][:, None, None, :], train.shape)
+        streams = [
+            [plan.seed, _FIT, r, f]
+            for _ in perms
+            for r in range(plan.n_repeats)
+            for f in range(plan.n_splits)
+        ]
+        n = plan.n_items
+        return cls(train.reshape(-1, n), labels.reshape(-1, n).astype(np.int8), streams)
+
+    @classmethod
+    def everything(cls, plan: CVPlan) -> FoldSets:
+        """One training set of all items with the observed labels (the final model)."""
+        train = np.ones((1, plan.n_items), dtype=bool)
+        return cls(train, plan.labels[None, :].astype(np.int8), [[plan.seed, _FINAL]])
 
     @property
-    def n_units(self) -> int:
-        return int(self._means.shape[1])
+    def n_sets(self) -> int:
+        return int(self.train.shape[0])
+
+    def split(self, parts: int) -> list[FoldSets]:
+        """The sets in ``parts`` consecutive chunks (for parallel fitting)."""
+        bounds = np.linspace(0, self.n_sets, parts + 1).astype(int)
+        return [
+            FoldSets(self.train[lo:hi], self.labels[lo:hi], self.streams[lo:hi])
+            for lo, hi in itertools.pairwise(bounds)
+            if hi > lo
+        ]
+
+    def moments(self, data: SpaceData) -> TrainingMoments:
+        """Window-mean moments of ``data`` over these sets, shared by every selector."""
+        if id(data) not in self._moments:
+            self._moments[id(data)] = TrainingMoments(data.standardized, self.train, self.labels)
+        return self._moments[id(data)]
 
     @cached_property
-    def values(self) -> np.ndarray:
-        """[n_train, positions, units] windowed activations."""
-        return self._acts.values[self.idx]
-
-    @cached_property
-    def mask(self) -> np.ndarray:
-        """[n_train, positions] validity mask."""
-        return self._acts.mask[self.idx]
-
-    @cached_property
-    def means(self) -> np.ndarray:
-        """[n_train, units] window means."""
-        return self._means[self.idx]
+    def weights(self) -> np.ndarray:
+        """[sets, items] balanced class weights n / (2 n_class) on training items, else 0."""
+        n = self.train.sum(axis=1, keepdims=True)
+        n_target = (self.train & (self.labels == 1)).sum(axis=1, keepdims=True)
+        per_class = np.where(self.labels == 1, n / (2.0 * n_target), n / (2.0 * (n - n_target)))
+        return np.where(self.train, per_class, 0.0)
 
 
 class Readout(Protocol):
-    """Anything that fits a :class:`LinearModel` on a :class:`TrainingSet`; ``name`` labels it."""
+    """Fits one linear model per training set of a batch; ``name`` labels it in results."""
 
     @property
     def name(self) -> str: ...
 
-    def fit(self, train: TrainingSet, rng: np.random.Generator) -> LinearModel: ...
+    def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels: ...
 
 
-def _logistic(
-    means: np.ndarray,
-    labels: np.ndarray,
-    units: np.ndarray,
-    *,
-    C: float,
-    l1: bool,
-    rng: np.random.Generator,
-) -> LinearModel:
-    """Standardize ``means[:, units]`` and fit a class-balanced L1 or L2 logistic regression.
-
-    liblinear: L1 in the primal (k is small), L2 in the dual (fast when units >> items).
-    Balanced per-item weights (n / (2 n_class)), numpy standardization (sklearn's
-    StandardScaler rule: zero spread -> scale 1) and skipped parameter/finiteness checks
-    (``evaluate`` checks finiteness once) halve sklearn's per-fit overhead, which
-    dominates ~10^4 fits of ~100 x 8 problems.
-    """
-    x = means[:, units].astype(np.float64)
-    mean, scale = x.mean(axis=0), x.std(axis=0)
+def _weighted_standardize(
+    x: np.ndarray, train: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Standardize x [sets, items, m] by each set's training items (sklearn's rule: zero
+    spread -> scale 1). Returns (z, mean [sets, m], scale [sets, m])."""
+    w = train[:, :, None].astype(np.float64)
+    n = w.sum(axis=1)
+    mean = (w * x).sum(axis=1) / n
+    scale = np.sqrt((w * (x - mean[:, None, :]) ** 2).sum(axis=1) / n)
     scale[scale == 0] = 1.0
-    weight = labels.size / (2.0 * np.bincount(labels, minlength=2))[labels]
-    clf = LogisticRegression(
-        C=C,
-        l1_ratio=1.0 if l1 else 0.0,
-        solver="liblinear",
-        dual=not l1,
-        random_state=int(rng.integers(2**31 - 1)),
-    )
-    with config_context(assume_finite=True, skip_parameter_validation=True):
-        clf.fit((x - mean) / scale, labels, sample_weight=weight)
-    return LinearModel(units, mean, scale, clf.coef_[0], float(clf.intercept_[0]))
+    return (x - mean[:, None, :]) / scale[:, None, :], mean, scale
 
 
 @dataclass(frozen=True)
 class SelectedL1:
     """k units chosen by a selection method on the training items -> standardize -> L1 logistic.
 
-    C is fixed (default 1.0, i.e. mild shrinkage for ~100 items on k = 8 standardized
-    units) rather than tuned by an inner CV: inner CV would multiply the cost by its
-    folds, k is already small, and validity does not depend on C because the permutation
-    null re-runs the same fixed procedure. ``selector`` defaults to
-    ``cogsae.selection.SELECTORS[method]``; method "random" is the k-random-units baseline.
+    C is fixed (default 1.0, mild shrinkage for ~100 items on k = 8 standardized units)
+    rather than tuned by an inner CV: k is already small, and validity does not depend on
+    C because the permutation null re-runs the same fixed procedure. ``selector``
+    defaults to ``cogsae.selection.SELECTORS[method]``; method "random" is the
+    k-random-units baseline. The window-mean selectors run batched on moments; any other
+    selector is called once per training set with that set's items only.
     """
 
     method: str
@@ -317,17 +430,58 @@ class SelectedL1:
     def name(self) -> str:
         return self.method
 
-    def fit(self, train: TrainingSet, rng: np.random.Generator) -> LinearModel:
+    def select(self, data: SpaceData, sets: FoldSets) -> np.ndarray:
+        """[sets, k] units chosen on each set's training items."""
+        n_units = data.means.shape[1]
+        if self.selector is None and self.method in WINDOW_MEAN_SCORES:
+            if self.k > data.active.size:
+                raise CogsaeError(
+                    f"k = {self.k} exceeds the {data.active.size} active units of space "
+                    f"{data.acts.space!r}",
+                    field="--k",
+                )
+            scores = WINDOW_MEAN_SCORES[self.method](sets.moments(data))
+            return data.active[top_k_batch(scores, self.k)]
+        if self.k > n_units:
+            raise CogsaeError(f"k = {self.k} exceeds the {n_units} units", field="--k")
+        if self.selector is None and self.method == "random":
+            # Label-free: each set's draw depends on its (repeat, fold) stream only.
+            draws: dict[tuple[int, ...], np.ndarray] = {}
+            for stream in map(tuple, sets.streams):
+                if stream not in draws:
+                    rng = np.random.default_rng(list(stream))
+                    draws[stream] = rng.choice(n_units, size=self.k, replace=False)
+            return np.stack([draws[tuple(stream)] for stream in sets.streams])
         select = self.selector or SELECTORS[self.method]
-        units = np.asarray(
-            select(train.values, train.mask, train.labels, self.k, rng=rng).units, dtype=np.int64
-        )
-        n_units = train.n_units
-        if units.size == 0 or units.size > self.k or np.unique(units).size != units.size:
-            raise ValueError(f"selector {self.method!r} returned {units.size} units for k={self.k}")
-        if units.min() < 0 or units.max() >= n_units:
-            raise ValueError(f"selector {self.method!r} returned a unit outside [0, {n_units})")
-        return _logistic(train.means, train.labels, units, C=self.C, l1=True, rng=rng)
+        chosen = np.empty((sets.n_sets, self.k), dtype=np.int64)
+        values, mask = data.acts.values, data.acts.mask
+        for s in range(sets.n_sets):
+            train = np.flatnonzero(sets.train[s])
+            units = np.asarray(
+                select(
+                    values[train],
+                    mask[train],
+                    sets.labels[s, train],
+                    self.k,
+                    rng=np.random.default_rng(sets.streams[s]),
+                ).units,
+                dtype=np.int64,
+            )
+            if units.size != self.k or np.unique(units).size != units.size:
+                raise ValueError(
+                    f"selector {self.method!r} returned {units.size} units, k={self.k}"
+                )
+            if units.min() < 0 or units.max() >= n_units:
+                raise ValueError(f"selector {self.method!r} returned a unit outside [0, {n_units})")
+            chosen[s] = units
+        return chosen
+
+    def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels:
+        units = self.select(data, sets)
+        x = data.means.T[units].transpose(0, 2, 1)  # [sets, items, k]
+        z, mean, scale = _weighted_standardize(x, sets.train)
+        coef, intercept = fit_l1_logistic(z, sets.labels, sets.weights, self.C)
+        return LinearModels(units, mean, scale, coef, intercept)
 
 
 @dataclass(frozen=True)
@@ -335,35 +489,242 @@ class DiffMeans:
     """Baseline: project window means of all units on mean(target) - mean(reference).
 
     Both means are computed on the training items; the threshold sits at the midpoint of
-    the two class means' projections. No standardization (mean 0, scale 1).
+    the two class means' projections. No standardization.
     """
 
     name: str = "diff_means"
 
-    def fit(self, train: TrainingSet, rng: np.random.Generator) -> LinearModel:
-        target = train.means[train.labels == 1].mean(axis=0, dtype=np.float64)
-        reference = train.means[train.labels == 0].mean(axis=0, dtype=np.float64)
-        direction = target - reference
-        n_units = direction.size
-        return LinearModel(
-            np.arange(n_units),
-            np.zeros(n_units),
-            np.ones(n_units),
-            direction,
-            float(-direction @ (target + reference) / 2),
-        )
+    def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels:
+        target = sets.train & (sets.labels == 1)
+        reference = sets.train & (sets.labels == 0)
+        mean_t = target @ data.means / target.sum(axis=1, keepdims=True)
+        mean_r = reference @ data.means / reference.sum(axis=1, keepdims=True)
+        direction = mean_t - mean_r
+        n_units = direction.shape[1]
+        intercept = -(direction * (mean_t + mean_r)).sum(axis=1) / 2
+        return LinearModels(None, np.zeros(n_units), np.ones(n_units), direction, intercept)
 
 
 @dataclass(frozen=True)
 class DenseL2:
-    """Baseline: standardized all-unit L2 logistic probe (fixed C, class-balanced)."""
+    """Baseline: L2 logistic probe on all units (fixed C, class-balanced).
+
+    Units are standardized with the mean and SD of all items of the analysis: label-free,
+    so nothing about the held-out labels leaks, and the kernel is then fold-invariant
+    (computed once for every fold and permutation). The fit is a kernel logistic
+    regression (:func:`fit_kernel_logistic`), exact for liblinear's L2 objective.
+    Named "confound" and given nuisance variables instead of activations, it is the
+    confound baseline.
+    """
 
     name: str = "dense_l2"
     C: float = 1.0
 
-    def fit(self, train: TrainingSet, rng: np.random.Generator) -> LinearModel:
-        units = np.arange(train.n_units)
-        return _logistic(train.means, train.labels, units, C=self.C, l1=False, rng=rng)
+    def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels:
+        dual = fit_kernel_logistic(data.kernel, sets.labels, sets.weights, self.C)
+        coef = dual @ data.all_standardized.x
+        scaled = data.all_standardized
+        return LinearModels(None, scaled.centre, scaled.scale, coef, dual.sum(axis=1))
+
+
+def _logistic_loss(z: np.ndarray, y: np.ndarray, cw: np.ndarray) -> np.ndarray:
+    """[sets] sum_i cw_i (log(1 + e^z_i) - y_i z_i)."""
+    return (cw * (np.logaddexp(0.0, z) - y * z)).sum(axis=1)
+
+
+def fit_l1_logistic(
+    x: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    C: float = 1.0,
+    *,
+    tol: float = 1e-7,
+    max_iter: int = 100,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Many small L1 logistic regressions at once, by proximal Newton with coordinate descent.
+
+    Minimizes, for every set s, ||beta||_1 + C sum_i w_si log(1 + exp(-y'_si (x_si . beta))),
+    with x augmented by a constant 1 whose coefficient (the intercept) is penalized too:
+    exactly the objective of scikit-learn's ``LogisticRegression(l1_ratio=1,
+    solver="liblinear")`` (intercept_scaling 1), whose solver is also a Newton method with
+    coordinate descent (newGLMNET). Each Newton step minimizes the quadratic model plus
+    the L1 term by cyclic coordinate descent, then a backtracking line search keeps the
+    objective decreasing.
+
+    Args:
+        x: [sets, items, m] standardized features.
+        labels: [sets, items] 0/1.
+        weights: [sets, items] sample weights (0 = not a training item).
+        C: inverse regularization strength.
+
+    Returns:
+        coef [sets, m] and intercept [sets].
+    """
+    n_sets, n_items, m = x.shape
+    xt = np.concatenate([x, np.ones((n_sets, n_items, 1))], axis=2)
+    y = labels.astype(np.float64)
+    cw = C * weights
+    beta = np.zeros((n_sets, m + 1))
+    todo = np.arange(n_sets)
+    objective = np.full(n_sets, np.nan)
+    objective[todo] = _logistic_loss(np.zeros((n_sets, n_items)), y, cw)
+    for _ in range(max_iter):
+        xs, ys, cs, bs = xt[todo], y[todo], cw[todo], beta[todo]
+        xs_t = xs.transpose(0, 2, 1)
+        p = special.expit((xs @ bs[:, :, None])[:, :, 0])
+        grad = (xs_t @ (cs * (p - ys))[:, :, None])[:, :, 0]
+        hess = (xs_t * (cs * p * (1 - p))[:, None, :]) @ xs
+        inverse_diag = 1.0 / np.maximum(np.diagonal(hess, axis1=1, axis2=2), 1e-12)
+        columns = np.ascontiguousarray(hess.transpose(2, 0, 1))  # [m + 1, sets, m + 1]
+        # Coordinate descent on grad.s + s'Hs/2 + |bs + s|_1 over u = bs + s; h_step = H s.
+        u = bs.copy()
+        h_step = np.zeros_like(bs)
+        first_change = None
+        for _sweep in range(50):
+            before = u.copy()
+            for j in range(m + 1):
+                target = u[:, j] - (grad[:, j] + h_step[:, j]) * inverse_diag[:, j]
+                threshold = inverse_diag[:, j]
+                new = target - np.minimum(np.maximum(target, -threshold), threshold)
+                h_step += columns[j] * (new - u[:, j])[:, None]
+                u[:, j] = new
+            change = float(np.abs(u - before).max())
+            first_change = change if first_change is None else first_change
+            # Inexact inner solves (newGLMNET): the outer Newton loop mops up the rest.
+            if change < max(tol, 1e-3 * first_change):
+                break
+        step = u - bs
+        l1 = np.abs(bs).sum(axis=1)
+        predicted = (grad * step).sum(axis=1) + np.abs(u).sum(axis=1) - l1
+        old = objective[todo]
+        t = np.ones(len(todo))
+        for _halving in range(30):
+            trial = bs + t[:, None] * step
+            z = (xs @ trial[:, :, None])[:, :, 0]
+            new_obj = np.abs(trial).sum(axis=1) + _logistic_loss(z, ys, cs)
+            accept = new_obj <= old + 1e-4 * t * predicted + 1e-12 * np.abs(old)
+            if accept.all():
+                break
+            t = np.where(accept, t, t / 2)
+        beta[todo] = bs + t[:, None] * step
+        objective[todo] = new_obj
+        moved = np.abs(t[:, None] * step).max(axis=1)
+        todo = todo[moved > tol]
+        if todo.size == 0:
+            break
+    return beta[:, :m], beta[:, m]
+
+
+def fit_kernel_logistic(
+    kernel: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    C: float = 1.0,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 50,
+) -> np.ndarray:
+    """Many L2 logistic regressions sharing one kernel, solved in the dual by Newton's method.
+
+    Minimizes 1/2 ||w||^2 + C sum_i w_si log(1 + exp(-y'_si (w . phi_i))) per set s, where
+    ``kernel`` = Phi Phi^T holds the features of every item (a constant feature 1 included,
+    so the intercept is penalized as in liblinear). By the representer theorem w = Phi^T a;
+    each Newton step solves with B = I + W^1/2 K W^1/2 (Cholesky), as in the Laplace mode
+    search of Rasmussen & Williams (2006, Alg. 3.1), restricted to each set's training
+    items (test items have weight 0 and dual coefficient 0).
+
+    Args:
+        kernel: [items, items] symmetric PSD kernel.
+        labels: [sets, items] 0/1.
+        weights: [sets, items] sample weights (0 = not a training item).
+
+    Returns:
+        [sets, items] dual coefficients a (0 on non-training items); decisions = a @ kernel.
+    """
+    n_sets, n_items = labels.shape
+    train = weights > 0
+    n_sub = int(train.sum(axis=1).max())
+    # Each set's training items first, padded with weight-0 items to a common size.
+    index = np.argsort(~train, axis=1, kind="stable")[:, :n_sub]
+    k_sub = kernel[index[:, :, None], index[:, None, :]]  # [sets, n_sub, n_sub]
+    y = np.take_along_axis(labels, index, axis=1).astype(np.float64)
+    cw = C * np.take_along_axis(weights, index, axis=1)
+    f = np.zeros((n_sets, n_sub))
+    a = np.zeros_like(f)
+    diagonal = np.arange(n_sub)
+    for _ in range(max_iter):
+        p = special.expit(f)
+        w = cw * p * (1 - p)
+        root = np.sqrt(w)
+        b = w * f - cw * (p - y)
+        system = root[:, :, None] * k_sub * root[:, None, :]
+        system[:, diagonal, diagonal] += 1.0
+        chol = np.linalg.cholesky(system)
+        kb = (k_sub @ b[:, :, None])[:, :, 0]
+        v = linalg.cho_solve((chol, True), (root * kb)[:, :, None])[:, :, 0]
+        a = b - root * v
+        f_new = (k_sub @ a[:, :, None])[:, :, 0]
+        change = float(np.abs(f_new - f).max())
+        f = f_new
+        if change < tol:
+            break
+    out = np.zeros((n_sets, n_items))
+    np.put_along_axis(out, index, a, axis=1)
+    return out
+
+
+def fold_scores(
+    decisions: np.ndarray, train: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out AUROC and balanced accuracy [sets] of each set's decisions [sets, items].
+
+    Only the set's test items (``~train``) count. AUROC is rank-based (ties 1/2): training
+    items are given +inf so they rank above every test item and leave test ranks unchanged.
+    """
+    test = ~train
+    pos, neg = test & (labels == 1), test & (labels == 0)
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
+    ranks = average_ranks(np.where(test, decisions, np.inf).T).T
+    auc = ((ranks * pos).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    hit = (decisions > 0) == (labels == 1)
+    bacc = ((hit & pos).sum(axis=1) / n_pos + (hit & neg).sum(axis=1) / n_neg) / 2
+    return auc, bacc
+
+
+def balanced_accuracy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of decisions ``scores`` [..., items] > 0 for ``labels`` -> [...]."""
+    hit = (scores > 0) == (labels == 1)
+    return (hit[..., labels == 1].mean(axis=-1) + hit[..., labels == 0].mean(axis=-1)) / 2
+
+
+def corrected_t_interval(
+    values: np.ndarray,
+    test_fraction: float,
+    level: float = 0.95,
+    null: np.ndarray | None = None,
+    chance: float = 0.5,
+) -> tuple[float, float]:
+    """Interval for the procedure's mean performance from per-fold values [J] of repeated CV.
+
+    mean +- t_{J-1} sqrt((1/J + n_test/n_train) s^2): the corrected repeated-CV variance
+    (Nadeau & Bengio 2003), which inflates the naive 1/J by the overlap of training sets.
+    With the permutation ``null`` of the mean, the half-width is at least the ``level``
+    quantile of |null - chance|: then the interval excludes chance only when the exact
+    permutation test rejects (two-sided), which the corrected variance alone does not
+    guarantee (on null data it covered chance ~90% of the time at 95%).
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    half = stats.t.ppf((1 + level) / 2, values.size - 1) * _corrected_se(values, test_fraction)
+    if null is not None and null.size:
+        half = max(half, float(np.quantile(np.abs(null - chance), level)))
+    mean = float(values.mean())
+    return mean - half, mean + half
+
+
+def _corrected_se(values: np.ndarray, test_fraction: float) -> float:
+    """sqrt((1/J + n_test/n_train) s^2) of per-fold values [J]."""
+    ratio = test_fraction / (1 - test_fraction)
+    return float(np.sqrt((1 / values.size + ratio) * values.var(ddof=1)))
 
 
 @dataclass
@@ -371,18 +732,23 @@ class MethodResult:
     """Held-out evaluation of one readout in one space.
 
     Attributes:
-        method: readout name (a selection method, "random", "diff_means", "dense_l2").
-        space: unit space ("raw", "sae", ...).
+        method: readout name (a selection method, "random", "diff_means", "dense_l2",
+            "confound").
+        space: unit space ("raw", "sae", "nuisance", ...).
         k: number of units the final model uses.
-        auroc: held-out AUROC, pooled over folds within a repeat, averaged over repeats.
-        auroc_repeats: [repeats] the per-repeat AUROCs.
-        auroc_ci: percentile bootstrap CI over clusters, held-out scores held fixed.
-        balanced_accuracy: held-out balanced accuracy at decision 0, averaged over repeats.
-        balanced_accuracy_ci: its bootstrap CI (same resamples).
-        p_value: label-permutation p of ``auroc`` (selection re-run in every permutation),
-            H0: labels are exchangeable with the activations within the plan's clusters.
-            (1 + #{null >= observed}) / (1 + n) after all n permutations, or h / L when
-            stopped early after h exceedances in L permutations (Besag & Clifford 1991).
+        auroc: held-out AUROC, mean over the repeats x folds held-out folds.
+        fold_aurocs: [repeats, folds] the per-fold AUROCs.
+        auroc_ci: corrected repeated-CV t interval widened to the permutation null's
+            spread (``corrected_t_interval``): an interval for the procedure, not for one
+            fitted model.
+        balanced_accuracy: held-out balanced accuracy at decision 0, mean over folds.
+        fold_balanced_accuracies: [repeats, folds].
+        balanced_accuracy_ci: its corrected repeated-CV t interval (descriptive).
+        p_value: upper-tail label-permutation p of ``auroc`` (selection re-run in every
+            permutation), H0: labels exchangeable with the activations within the plan's
+            clusters. (1 + #{null >= observed}) / (1 + n) after all n permutations, or
+            h / L when the h-th exceedance came at permutation L (Besag & Clifford 1991).
+        p_lower: the same in the lower tail (null <= observed): small = below chance.
         null_aurocs: [permutations run] the null distribution of ``auroc``.
         selected_units: [repeats * folds] unit indices used in each fold (repeat-major).
         stability: mean pairwise Jaccard index of ``selected_units`` across folds.
@@ -396,11 +762,13 @@ class MethodResult:
     space: str
     k: int
     auroc: float
-    auroc_repeats: np.ndarray
+    fold_aurocs: np.ndarray
     auroc_ci: tuple[float, float]
     balanced_accuracy: float
+    fold_balanced_accuracies: np.ndarray
     balanced_accuracy_ci: tuple[float, float]
     p_value: float
+    p_lower: float
     null_aurocs: np.ndarray
     selected_units: list[np.ndarray]
     stability: float
@@ -414,84 +782,123 @@ class MethodResult:
         return f"{self.space}:{self.method}"
 
 
+def _sequential_p(exceed: np.ndarray, h: int | None) -> tuple[float, int]:
+    """Besag-Clifford p of one tail from the 0/1 exceedance sequence of the nulls run.
+
+    Returns (p, L): h / L when the h-th exceedance came at permutation L, else
+    (1 + exceedances) / (1 + permutations run).
+    """
+    counts = np.cumsum(exceed)
+    if h is not None and counts.size and counts[-1] >= h:
+        stop = int(np.searchsorted(counts, h)) + 1
+        return h / stop, stop
+    return (1 + int(counts[-1] if counts.size else 0)) / (1 + counts.size), counts.size
+
+
 def evaluate(
     readouts: Sequence[Readout],
     acts: Activations,
     plan: CVPlan,
     *,
-    n_bootstrap: int = 1000,
     level: float = 0.95,
     stop_after: int | None = 10,
     progress: bool = True,
 ) -> list[MethodResult]:
     """Cross-validate every readout on ``acts`` over ``plan``'s folds and permutations.
 
-    Window means are computed once; within a fold the training slice of ``acts.values``
-    (as float32) is taken once and shared by all readouts, which see the same folds and
-    the same permuted labels. Each permutation re-runs the full procedure (selection
-    included) on the permuted labels and the folds derived from them. A readout stops
-    permuting once its null has reached the observed AUROC ``stop_after`` times (Besag &
-    Clifford 1991 sequential p-value, valid at every stopping time; None runs all
-    permutations): a clearly null readout then costs ~2 x stop_after permutations.
-
-    Bootstrap CIs resample the held-out scores by cluster, stratified by condition when
-    clusters are label-pure (both conditions always present), with the same resamples
-    for every readout of the plan; the fold models are held fixed.
+    Each permutation re-runs the full procedure (selection included) on the permuted
+    labels and the folds derived from them; training sets of many permutations are fitted
+    in one batch. A readout stops permuting once BOTH tails of its null have reached the
+    observed AUROC ``stop_after`` times (a clearly null readout then costs ~2 x stop_after
+    permutations); each tail's p is the Besag & Clifford (1991) sequential p-value of the
+    same null sequence, valid at every stopping time. None runs all permutations.
     """
     names = [readout.name for readout in readouts]
     if len(set(names)) != len(names):
         raise CogsaeError(f"readout names must be unique, got {names}")
     if acts.n_items != plan.n_items:
         raise CogsaeError(f"{acts.n_items} items in activations but {plan.n_items} in the plan")
-    # Selectors get float32 slices: numpy arithmetic on float16 is ~6x slower (window mean).
-    full = Activations(np.asarray(acts.values, dtype=np.float32), acts.mask, acts.space)
-    means = full.window_mean()
-    if not np.isfinite(means).all():
-        raise CogsaeError(f"non-finite window-mean activations in space {acts.space!r}")
-    exceed = np.zeros(len(readouts), dtype=np.int64)
-    active = np.ones(len(readouts), dtype=bool)
+    data = SpaceData(acts)
+    n_folds = plan.n_repeats * plan.n_splits
+    observed_sets = FoldSets.of(plan, [0])
+    fitted = [readout.fit(data, observed_sets) for readout in readouts]
+    decisions = [models.decisions(data.means) for models in fitted]
+    observed = [fold_scores(d, observed_sets.train, observed_sets.labels) for d in decisions]
+    statistic = np.array([auc.mean() for auc, _ in observed])
+
+    width = max(data.means.shape[1], plan.n_items)
+    per_batch = int(np.clip(_BATCH_BYTES // (8 * width * n_folds), 1, 100))
     nulls: list[list[float]] = [[] for _ in readouts]
-    bar = tqdm(
-        range(plan.n_permutations + 1), desc=f"ensembles [{acts.space}]", disable=not progress
-    )
-    for b in bar:
-        run = np.flatnonzero(active)
-        scores, units = _cross_validate([readouts[i] for i in run], full, means, plan, b)
-        stat = _auroc(scores, plan.labels_perm[b]).mean(axis=-1)
-        if b == 0:
-            observed, observed_scores, observed_units = stat, scores, units
-            continue
-        for i, value in zip(run, stat, strict=True):
-            nulls[i].append(float(value))
-        exceed[run] += stat >= observed[run] - _TIE
-        if stop_after is not None:
-            active &= exceed < stop_after
-        bar.set_postfix(active=int(active.sum()))
-        if not active.any():
-            break
-    everything = TrainingSet(full, means, np.arange(plan.n_items), plan.labels)
-    boot_auroc, boot_bacc = _bootstrap(observed_scores, plan, n_bootstrap)
+    active = np.ones(len(readouts), dtype=bool)
+    bar = tqdm(total=plan.n_permutations, desc=f"permutations [{acts.space}]", disable=not progress)
+    b = 1
+    workers = len(os.sched_getaffinity(0))
+
+    def null_aurocs(sets: FoldSets, running: np.ndarray) -> list[np.ndarray]:
+        """Held-out fold AUROCs [sets] of every running readout on these sets."""
+        out = []
+        for i in running:
+            models = readouts[i].fit(data, sets)
+            out.append(fold_scores(models.decisions(data.means), sets.train, sets.labels)[0])
+        return out
+
+    # Chunks of a batch run in parallel threads (numpy releases the GIL), one BLAS thread each.
+    with ThreadPoolExecutor(workers) as pool, threadpool_limits(1):
+        while b <= plan.n_permutations and active.any():
+            perms = range(b, min(plan.n_permutations, b + per_batch - 1) + 1)
+            running = np.flatnonzero(active)
+            chunks = FoldSets.of(plan, perms).split(workers)
+            parts = list(pool.map(null_aurocs, chunks, [running] * len(chunks)))
+            for j, i in enumerate(running):
+                auc = np.concatenate([part[j] for part in parts])
+                nulls[i].extend(auc.reshape(len(perms), n_folds).mean(axis=1).tolist())
+                if stop_after is None:
+                    continue
+                null = np.asarray(nulls[i])
+                high = np.cumsum(null >= statistic[i] - _TIE)
+                low = np.cumsum(null <= statistic[i] + _TIE)
+                done = np.flatnonzero((high >= stop_after) & (low >= stop_after))
+                if done.size:
+                    del nulls[i][int(done[0]) + 1 :]
+                    active[i] = False
+            bar.update(len(perms))
+            bar.set_postfix(active=int(active.sum()))
+            b = perms.stop
+    bar.close()
+
+    final_sets = FoldSets.everything(plan)
     results = []
     for i, readout in enumerate(readouts):
-        model = readout.fit(everything, np.random.default_rng([plan.seed, _FINAL]))
-        auroc_repeats = _auroc(observed_scores[i], plan.labels)
-        n_done = len(nulls[i])
-        stopped = stop_after is not None and exceed[i] >= stop_after
+        null = np.asarray(nulls[i])
+        p_upper, _ = _sequential_p(null >= statistic[i] - _TIE, stop_after)
+        p_lower, _ = _sequential_p(null <= statistic[i] + _TIE, stop_after)
+        auc, bacc = observed[i]
+        model = readout.fit(data, final_sets).model(0)
+        fold_models = fitted[i]
+        units = (
+            [np.arange(data.means.shape[1])] * n_folds
+            if fold_models.units is None
+            else list(fold_models.units)
+        )
+        held_out = np.where(observed_sets.train, np.nan, decisions[i])
+        scores = np.nanmax(held_out.reshape(plan.n_repeats, plan.n_splits, -1), axis=1)
         results.append(
             MethodResult(
                 method=readout.name,
                 space=acts.space,
                 k=int(model.units.size),
-                auroc=float(auroc_repeats.mean()),
-                auroc_repeats=auroc_repeats,
-                auroc_ci=_percentile_ci(boot_auroc[:, i].mean(axis=-1), level),
-                balanced_accuracy=float(balanced_accuracy(observed_scores[i], plan.labels).mean()),
-                balanced_accuracy_ci=_percentile_ci(boot_bacc[:, i].mean(axis=-1), level),
-                p_value=float(exceed[i] / n_done if stopped else (1 + exceed[i]) / (1 + n_done)),
-                null_aurocs=np.asarray(nulls[i]),
-                selected_units=observed_units[i],
-                stability=_mean_jaccard(observed_units[i], means.shape[1]),
-                scores=observed_scores[i],
+                auroc=float(auc.mean()),
+                fold_aurocs=auc.reshape(plan.n_repeats, plan.n_splits),
+                auroc_ci=corrected_t_interval(auc, plan.test_fraction, level, null),
+                balanced_accuracy=float(bacc.mean()),
+                fold_balanced_accuracies=bacc.reshape(plan.n_repeats, plan.n_splits),
+                balanced_accuracy_ci=corrected_t_interval(bacc, plan.test_fraction, level),
+                p_value=p_upper,
+                p_lower=p_lower,
+                null_aurocs=null,
+                selected_units=units,
+                stability=_mean_jaccard(units),
+                scores=scores,
                 model=model,
                 plan=plan,
             )
@@ -499,104 +906,36 @@ def evaluate(
     return results
 
 
-def _cross_validate(
-    readouts: Sequence[Readout], acts: Activations, means: np.ndarray, plan: CVPlan, b: int
-) -> tuple[np.ndarray, list[list[np.ndarray]]]:
-    """Held-out decisions [readouts, repeats, items] and per-fold units under permutation b.
-
-    The generator handed to a readout depends only on (seed, repeat, fold), so the
-    procedure is the same deterministic function of the labels in every permutation.
-    """
-    labels = plan.labels_perm[b]
-    scores = np.empty((len(readouts), plan.n_repeats, plan.n_items))
-    units: list[list[np.ndarray]] = [[] for _ in readouts]
-    for r, folds in enumerate(plan.splits(b)):
-        for f, (train, test) in enumerate(folds):
-            fold = TrainingSet(acts, means, train, labels[train])
-            for i, readout in enumerate(readouts):
-                model = readout.fit(fold, np.random.default_rng([plan.seed, _FIT, r, f]))
-                scores[i, r, test] = model.decision_function(means[test])
-                units[i].append(model.units)
-    return scores, units
-
-
-def _auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """AUROC of each row of ``scores`` [..., items] for ``labels`` [items] -> [...].
-
-    ``cogsae.contrasts.auroc`` (rank-based, ties 1/2), batched over all leading axes.
-    """
-    return auroc(scores.reshape(-1, labels.size).T, labels).reshape(scores.shape[:-1])
-
-
-def balanced_accuracy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of decisions ``scores`` [..., items] > 0 for ``labels`` -> [...]."""
-    hit = (scores > 0) == (labels == 1)
-    return (hit[..., labels == 1].mean(axis=-1) + hit[..., labels == 0].mean(axis=-1)) / 2
-
-
-def _bootstrap(scores: np.ndarray, plan: CVPlan, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """AUROC and balanced accuracy [n, ...] of held-out ``scores`` [..., items] on n resamples.
-
-    Resamples are ``cogsae.contrasts.bootstrap_indices`` (groups whole, stratified by
-    condition when groups are label-pure) drawn from the plan's seed, so every readout and
-    every comparison of a plan sees the same resamples; the fold models stay fixed.
-    """
-    rng = np.random.default_rng([plan.seed, _BOOT])
-    aurocs, baccs = [], []
-    for _ in range(n):
-        idx = bootstrap_indices(plan.labels, rng, plan.groups)
-        aurocs.append(_auroc(scores[..., idx], plan.labels[idx]))
-        baccs.append(balanced_accuracy(scores[..., idx], plan.labels[idx]))
-    return np.stack(aurocs), np.stack(baccs)
-
-
-def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
-    """Two-sided percentile interval of bootstrap ``samples`` [n]."""
-    low, high = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2])
-    return float(low), float(high)
-
-
-def _mean_jaccard(unit_sets: list[np.ndarray], n_units: int) -> float:
+def _mean_jaccard(unit_sets: list[np.ndarray]) -> float:
     """Mean pairwise Jaccard index of the unit sets (1 = the same units in every fold)."""
-    member = np.zeros((len(unit_sets), n_units))
-    for i, units in enumerate(unit_sets):
-        member[i, units] = 1
-    inter = member @ member.T
-    sizes = member.sum(axis=1)
-    jaccard = inter / (sizes[:, None] + sizes[None, :] - inter)
-    return float(jaccard[np.triu_indices(len(unit_sets), 1)].mean())
+    sets = [set(units.tolist()) for units in unit_sets]
+    pairs = [len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :] if a | b]
+    return float(np.mean(pairs)) if pairs else 1.0
 
 
 def compare(
     results: Sequence[MethodResult],
     pairs: Sequence[tuple[str, str]],
     *,
-    n_resamples: int = 2000,
     level: float = 0.95,
     correction: str = "holm",
 ) -> pd.DataFrame:
-    """Paired tests of held-out AUROC between readouts evaluated on the same plan.
+    """Paired procedure-level tests of held-out AUROC between readouts on the same plan.
 
-    ``pairs`` name results by ``MethodResult.label`` ("space:method"). For each (a, b):
-    - diff = AUROC_a - AUROC_b (mean over repeats of per-repeat differences);
-    - CI: paired percentile bootstrap over clusters (both readouts scored on the same
-      resamples as in :func:`evaluate`);
-    - p: two-sided paired permutation test (Venkatraman & Begg 1996; Bandos, Rockette &
-      Gur 2005). Each readout's held-out scores are rank-transformed within a repeat
-      (AUROC is rank-invariant; ranks put the two readouts on one scale), then a random
-      subset of clusters swaps its a/b ranks, in all repeats alike. H0: the two ranks of
-      each cluster are exchangeable (which implies equal AUROC); assumes clusters are
-      independent. p = (1 + #{|null diff| >= |diff|}) / (1 + n_resamples).
-    Both the CI and the test hold the fitted fold models fixed: they compare how well
-    the two cross-validated readouts ranked these items, not variability over training
-    sets (no unbiased estimate of that exists for k-fold CV, Bengio & Grandvalet 2004).
-    A readout compared with itself gives diff 0, CI [0, 0] and p 1.
+    ``pairs`` name results by ``MethodResult.label`` ("space:method"). For each (a, b) the
+    per-fold differences d_j = AUROC_a,j - AUROC_b,j over the J = repeats x folds shared
+    held-out folds give diff = mean d_j, the corrected resampled t statistic
+    t = diff / sqrt((1/J + n_test/n_train) s_d^2) with J - 1 degrees of freedom
+    (Nadeau & Bengio 2003; Bouckaert & Frank 2004), its two-sided p and t interval. The
+    variance term accounts for the overlapping training sets of repeated CV, so the test
+    is about the two PROCEDURES (selection and fit re-run on each training set), not
+    about two fitted models. A readout compared with itself gives diff 0 and p 1.
 
     p_corrected: ``multipletests(p, method=correction)`` over all pairs (default Holm,
     family-wise, since method comparisons are the confirmatory claims).
 
-    Returns one row per pair: a, b, auroc_a, auroc_b, diff, ci_low, ci_high, p,
-    p_corrected, correction.
+    Returns one row per pair: a, b, auroc_a, auroc_b, diff, ci_low, ci_high, t, df, p,
+    p_corrected, correction, test.
     """
     if not results or not pairs:
         raise CogsaeError("compare needs results and at least one pair")
@@ -607,21 +946,19 @@ def compare(
     missing = {label for pair in pairs for label in pair} - by_label.keys()
     if missing:
         raise CogsaeError(f"no result for {sorted(missing)}; have {sorted(by_label)}")
-    labels = sorted({label for pair in pairs for label in pair})
-    column = {label: i for i, label in enumerate(labels)}
-    boot = _bootstrap(np.stack([by_label[label].scores for label in labels]), plan, n_resamples)[0]
-    flip = np.random.default_rng([plan.seed, _SWAP]).random((n_resamples, plan.clusters.max() + 1))
-    swap = (flip < 0.5)[:, plan.clusters][:, None, :]
     rows = []
     for a, b in pairs:
         res_a, res_b = by_label[a], by_label[b]
-        diff = res_a.auroc - res_b.auroc
-        ci_low, ci_high = _percentile_ci((boot[:, column[a]] - boot[:, column[b]]).mean(-1), level)
-        rank_a, rank_b = rankdata(res_a.scores, axis=-1), rankdata(res_b.scores, axis=-1)
-        null = _auroc(np.where(swap, rank_b, rank_a), plan.labels) - _auroc(
-            np.where(swap, rank_a, rank_b), plan.labels
-        )
-        extreme = np.abs(null.mean(axis=-1)) >= abs(diff) - _TIE
+        d = (res_a.fold_aurocs - res_b.fold_aurocs).ravel()
+        diff = float(d.mean())
+        se = _corrected_se(d, plan.test_fraction)
+        df = d.size - 1
+        if se > 0:
+            t = diff / se
+            p = float(2 * stats.t.sf(abs(t), df))
+            half = float(stats.t.ppf((1 + level) / 2, df) * se)
+        else:
+            t, p, half = (0.0, 1.0, 0.0) if diff == 0 else (np.copysign(np.inf, diff), 0.0, 0.0)
         rows.append(
             {
                 "a": a,
@@ -629,12 +966,15 @@ def compare(
                 "auroc_a": res_a.auroc,
                 "auroc_b": res_b.auroc,
                 "diff": diff,
-                "ci_low": ci_low,
-                "ci_high": ci_high,
-                "p": (1 + extreme.sum()) / (1 + n_resamples),
+                "ci_low": diff - half,
+                "ci_high": diff + half,
+                "t": float(t),
+                "df": df,
+                "p": p,
             }
         )
     table = pd.DataFrame(rows)
     table["p_corrected"] = multipletests(table["p"], method=correction)[1]
     table["correction"] = correction
+    table["test"] = _INFERENCE
     return table

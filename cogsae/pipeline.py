@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import pandas as pd
 import torch
 
 from cogsae import __version__
@@ -29,10 +30,13 @@ from cogsae.contrasts import (
     ContrastResult,
     GLMResult,
     factorial_glm,
+    groups_warning,
     permute_labels,
     univariate_contrast,
 )
+from cogsae.design import NUISANCE_NAMES, find_pairs, nuisance_features
 from cogsae.ensemble import (
+    CVPlan,
     DenseL2,
     DiffMeans,
     MethodResult,
@@ -48,6 +52,7 @@ from cogsae.rsa import CategoricalRSA, DiscriminativeRSA, categorical_rsa, discr
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
 
 log = logging.getLogger(__name__)
+ALPHA = 0.05
 T = TypeVar("T")
 
 SELECTION_METHODS = ("rsa_discriminative", "rsa_categorical", "max_activation", "contrast")
@@ -55,6 +60,13 @@ SELECTION_METHODS = ("rsa_discriminative", "rsa_categorical", "max_activation", 
 
 BASELINES = ("diff_means", "dense_l2")
 """All-raw-unit readouts reported beside the methods (plus k random units per space)."""
+
+CONFOUND = "nuisance:confound"
+"""The confound baseline: an L2 probe on nuisance variables alone (token count, window
+positions, last position, word length); a method that does not beat it may read length."""
+
+REPLICATION_SEED_OFFSET = 1
+"""The replication partition uses seed + this: verdicts must hold on a second partition."""
 
 
 @dataclass
@@ -74,9 +86,11 @@ class RunConfig:
             further values give the AUROC-vs-k curve (no permutations).
         methods: selection methods to compare.
         n_splits: outer cross-validation folds.
-        n_repeats: repeats of the outer cross-validation.
-        n_permutations: label permutations for p-values (selection re-run in each).
-        n_bootstrap: bootstrap resamples for CIs.
+        n_repeats: repeats of the outer cross-validation (10 x 5-fold by default: the
+            corrected repeated-CV t-test needs repeats for stable verdicts).
+        n_permutations: label permutations for p-values (selection re-run in each); the
+            smallest p is 1 / (1 + n), and null readouts stop early.
+        n_bootstrap: bootstrap resamples for the population-RSA and held-out transfer CIs.
         seed: root seed of every random choice.
         shuffle_labels: if set, permute the condition labels with this seed first (the
             null proof: the run must then come out non-significant at the nominal rate).
@@ -103,8 +117,8 @@ class RunConfig:
     k: tuple[int, ...] = (8,)
     methods: tuple[str, ...] = SELECTION_METHODS
     n_splits: int = 5
-    n_repeats: int = 1
-    n_permutations: int = 100
+    n_repeats: int = 10
+    n_permutations: int = 1000
     n_bootstrap: int = 1000
     seed: int = 0
     shuffle_labels: int | None = None
@@ -154,7 +168,10 @@ class ConceptResult:
         discriminative: space -> population discriminative RSA over all units.
         methods: main-k results of every readout in every space (same folds).
         k_curve: results for further k values (no permutations).
-        comparisons: paired comparisons table (records).
+        comparisons: paired comparisons table (records), each with ``stable``: whether
+            the replication partition agrees on direction and significance.
+        confound: comparisons of every readout with the confound baseline (records).
+        warnings: design warnings (paired items without groups, label-pure groups, ...).
         transfer: method label -> held-out ``test:`` scores (if the set has a test section).
         corpus: method label -> corpus scan (top examples with relevance), if run.
     """
@@ -171,6 +188,8 @@ class ConceptResult:
     methods: list[MethodResult] = field(default_factory=list)
     k_curve: list[MethodResult] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
+    confound: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     transfer: dict[str, Any] = field(default_factory=dict)
     corpus: dict[str, Any] = field(default_factory=dict)
 
@@ -250,20 +269,38 @@ def encode_activations(raw: Activations, sae: Any, batch_size: int = 4096) -> Ac
     return Activations(out, raw.mask, "sae", raw.tokens, {**raw.meta, "space": "sae"})
 
 
-def _labels(run: Run, factor: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(items in the contrast, their labels, their groups), labels shuffled if asked."""
+@dataclass
+class Contrast:
+    """The items of one concept's contrast and how they may be permuted.
+
+    Attributes:
+        items: [n] indices of the items in the contrast (other levels left out).
+        labels: [n] 1 target / 0 reference (shuffled when the run shuffles labels).
+        groups: [n] item groups, or None.
+        blocks: [n] permutation blocks (factorial designs: template x other factors), or None.
+    """
+
+    items: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray | None
+    blocks: np.ndarray | None
+
+
+def _contrast(run: Run, factor: str) -> Contrast:
+    """The contrast of ``factor``, labels shuffled (within its blocks) if the run asks."""
     all_labels = run.stimuli.labels(factor)
     items = np.flatnonzero(all_labels >= 0)
     labels = all_labels[items]
-    groups = run.stimuli.groups()
-    groups = None if groups is None else groups[items]
+    subset = lambda a: None if a is None else a[items]  # noqa: E731
+    groups = subset(run.stimuli.groups())
+    blocks = subset(run.stimuli.permutation_blocks(factor))
     if run.config.shuffle_labels is not None:
         rng = np.random.default_rng([run.config.shuffle_labels, 7])
-        labels = permute_labels(labels, rng, groups)
-    return items, labels, groups
+        labels = permute_labels(labels, rng, groups, blocks=blocks)
+    return Contrast(items, labels, groups, blocks)
 
 
-def readouts(space: str, config: RunConfig, k: int) -> list:
+def readouts(space: str, config: RunConfig, k: int) -> list[SelectedL1 | DiffMeans | DenseL2]:
     """The readouts evaluated in ``space``: each method, k random units, raw baselines."""
     chosen: list = [SelectedL1(method, k) for method in (*config.methods, "random")]
     if space == "raw":
@@ -292,15 +329,75 @@ def comparison_pairs(spaces: list[str], methods: tuple[str, ...]) -> list[tuple[
     return pairs
 
 
+def confound_pairs(labels: list[str]) -> list[tuple[str, str]]:
+    """Every readout against the confound baseline (its own Holm family)."""
+    return [(label, CONFOUND) for label in labels if label != CONFOUND]
+
+
+def design_warnings(run: Run, factor: str, contrast: Contrast) -> list[str]:
+    """Design problems that can make a report confidently wrong, in words."""
+    warnings = []
+    if contrast.groups is None:
+        pairing = find_pairs(run.stimuli, factor)
+        if pairing.n_paired:
+            warnings.append(pairing.message())
+    else:
+        message = groups_warning(contrast.labels, contrast.groups)
+        if message:
+            warnings.append(message)
+    return warnings
+
+
+def _evaluate_all(
+    run: Run,
+    spaces: dict[str, Activations],
+    nuisance: Activations,
+    contrast: Contrast,
+    plan: CVPlan,
+    k: int,
+) -> list[MethodResult]:
+    """Every readout of every space, and the confound baseline, on one plan."""
+    results: list[MethodResult] = []
+    for space, acts in spaces.items():
+        results += evaluate(
+            readouts(space, run.config, k), acts.subset(contrast.items), plan, progress=run.progress
+        )
+    results += evaluate(
+        [DenseL2(name="confound")], nuisance.subset(contrast.items), plan, progress=run.progress
+    )
+    return results
+
+
+def _with_stability(main: pd.DataFrame, replicate: pd.DataFrame) -> list[dict[str, Any]]:
+    """Comparison records, each marked ``stable`` when the replication partition agrees on
+    the direction of the difference and on its significance (corrected p < 0.05)."""
+    records = main.to_dict("records")
+    for row, again in zip(records, replicate.to_dict("records"), strict=True):
+        significant = row["p_corrected"] < ALPHA
+        row["replication_diff"] = again["diff"]
+        row["replication_p_corrected"] = again["p_corrected"]
+        row["stable"] = bool(
+            np.sign(row["diff"]) == np.sign(again["diff"])
+            and significant == (again["p_corrected"] < ALPHA)
+        )
+    return records
+
+
 def analyse_concept(
-    run: Run, factor: str, spaces: dict[str, Activations], test_spaces: dict[str, Activations]
+    run: Run,
+    factor: str,
+    spaces: dict[str, Activations],
+    test_spaces: dict[str, Activations],
+    nuisance: Activations,
 ) -> ConceptResult:
     """All statistics of one concept (see `ConceptResult`)."""
     config = run.config
     stimuli = run.stimuli
-    items, labels, groups = _labels(run, factor)
+    contrast = _contrast(run, factor)
+    items, labels, groups = contrast.items, contrast.labels, contrast.groups
     target, reference = stimuli.contrast_levels(factor)
     result = ConceptResult(factor, target, reference, items, labels)
+    result.warnings = design_warnings(run, factor, contrast)
     seed = config.seed
     for space, acts in spaces.items():
         sub = acts.subset(items)
@@ -330,39 +427,34 @@ def analyse_concept(
             result.glm[space] = factorial_glm(acts.window_mean(), design, levels=levels)
 
     main_k, *other_k = config.k
-    plan = make_plan(
-        labels,
-        groups,
-        n_splits=config.n_splits,
-        n_repeats=config.n_repeats,
-        n_permutations=config.n_permutations,
-        seed=seed,
-    )
-    for space, acts in spaces.items():
-        result.methods += evaluate(
-            readouts(space, config, main_k),
-            acts.subset(items),
-            plan,
-            n_bootstrap=config.n_bootstrap,
-            progress=run.progress,
-        )
-    if other_k:
-        curve_plan = make_plan(
+
+    def plan_for(n_permutations: int, plan_seed: int) -> CVPlan:
+        return make_plan(
             labels,
             groups,
+            blocks=contrast.blocks,
             n_splits=config.n_splits,
             n_repeats=config.n_repeats,
-            n_permutations=0,
-            seed=seed,
+            n_permutations=n_permutations,
+            seed=plan_seed,
         )
+
+    plan = plan_for(config.n_permutations, seed)
+    result.methods = _evaluate_all(run, spaces, nuisance, contrast, plan, main_k)
+    if other_k:
+        curve_plan = plan_for(0, seed)  # the same folds, no permutations
         for acts in spaces.values():
             for k in other_k:
                 curve = [SelectedL1(m, k) for m in (*config.methods, "random")]
                 result.k_curve += evaluate(
-                    curve, acts.subset(items), curve_plan, n_bootstrap=200, progress=run.progress
+                    curve, acts.subset(items), curve_plan, progress=run.progress
                 )
-    table = compare(result.methods, comparison_pairs(list(spaces), config.methods))
-    result.comparisons = table.to_dict("records")
+    replicate_plan = plan_for(0, seed + REPLICATION_SEED_OFFSET)
+    replicate = _evaluate_all(run, spaces, nuisance, contrast, replicate_plan, main_k)
+    pairs = comparison_pairs(list(spaces), config.methods)
+    result.comparisons = _with_stability(compare(result.methods, pairs), compare(replicate, pairs))
+    checks = confound_pairs([m.label for m in result.methods])
+    result.confound = _with_stability(compare(result.methods, checks), compare(replicate, checks))
     if test_spaces and factor == stimuli.primary_factor:
         result.transfer = _transfer(run, factor, result.methods, test_spaces)
     return result
@@ -375,16 +467,18 @@ def _transfer(
     from cogsae.scoring import transfer_score
 
     labels = run.stimuli.labels(factor, test=True)
-    keep = np.flatnonzero(labels >= 0)
+    groups = run.stimuli.groups(test=True)
     return {
         result.label: transfer_score(
             result.model,
-            test_spaces[result.space].subset(keep),
-            labels[keep],
+            test_spaces[result.space],
+            labels,
+            groups,
             n_bootstrap=run.config.n_bootstrap,
             seed=run.config.seed,
         ).to_record()
         for result in methods
+        if result.space in test_spaces
     }
 
 
@@ -413,11 +507,13 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         return out
 
     spaces = run.stage("activations", extract_stage)
+    tokenizer = load_tokenizer(config.model or run.stimuli.model.get("name", DEFAULT_MODEL))
+    nuisance = nuisance_activations(run.stimuli, tokenizer, run.window)
     concepts = [
         run.stage(
             f"concept-{factor}",
             lambda factor=factor: analyse_concept(
-                run, factor, spaces["items"], spaces.get("test", {})
+                run, factor, spaces["items"], spaces.get("test", {}), nuisance
             ),
         )
         for factor in run.stimuli.factors  # the primary factor first
@@ -432,10 +528,16 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         "run_key": config.key(),
         "timings_s": run.timings,
     }
-    tokenizer = load_tokenizer(config.model or run.stimuli.model.get("name", DEFAULT_MODEL))
     lengths = length_check(run.stimuli, tokenizer)
     write_report(run.directory, run.stimuli, config, spaces, concepts, provenance, lengths)
     return run.directory
+
+
+def nuisance_activations(stimuli: StimulusSet, tokenizer: Any, window: Window) -> Activations:
+    """The nuisance variables of every item as a one-position unit space "nuisance"."""
+    values = nuisance_features(stimuli, tokenizer, window)[:, None, :]
+    mask = np.ones(values.shape[:2], dtype=bool)
+    return Activations(values, mask, "nuisance", meta={"units": list(NUISANCE_NAMES)})
 
 
 def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ SPACE_COLORS = {"sae": "#1b9e77", "raw": "#7570b3"}
 # --------------------------------------------------------------------------- results.json
 
 
-def _method_record(result: MethodResult, p_corrected: float) -> dict[str, Any]:
+def _method_record(result: MethodResult, q: float, q_lower: float) -> dict[str, Any]:
     model = result.model
     return {
         "method": result.method,
@@ -47,10 +47,14 @@ def _method_record(result: MethodResult, p_corrected: float) -> dict[str, Any]:
         "k": result.k,
         "auroc": result.auroc,
         "auroc_ci": list(result.auroc_ci),
+        "fold_aurocs": np.round(result.fold_aurocs, 4).tolist(),
         "balanced_accuracy": result.balanced_accuracy,
         "balanced_accuracy_ci": list(result.balanced_accuracy_ci),
         "p_value": result.p_value,
-        "p_corrected": p_corrected,
+        "p_corrected": q,
+        "p_lower": result.p_lower,
+        "q_lower": q_lower,
+        "below_chance": bool(q_lower < ALPHA),
         "n_permutations_run": int(result.null_aurocs.size),
         "selected_units": model.units.tolist() if model.units.size <= 64 else None,
         "fold_units": [u.tolist() for u in result.selected_units] if result.k <= 64 else None,
@@ -67,8 +71,10 @@ def _method_record(result: MethodResult, p_corrected: float) -> dict[str, Any]:
 
 
 READOUT_CORRECTION = "fdr_bh"
-"""Correction of readout p-values over all readouts of a concept: Benjamini-Hochberg, so
-that ~100 permutations (smallest p 1/101) can still reject across ~12 readouts."""
+"""Correction of readout p-values (each tail) over all readouts of a concept:
+Benjamini-Hochberg, the false discovery rate among readouts called above (or below) chance."""
+
+INTERVAL = "corrected repeated-CV t interval (Nadeau & Bengio 2003)"
 
 
 def _corrected(p_values: list[float]) -> list[float]:
@@ -79,17 +85,27 @@ def _corrected(p_values: list[float]) -> list[float]:
 
 def concept_record(concept: ConceptResult) -> dict[str, Any]:
     """JSON-ready summary of one concept's results."""
-    p_corrected = _corrected([m.p_value for m in concept.methods])
+    q_upper = _corrected([m.p_value for m in concept.methods])
+    q_lower = _corrected([m.p_lower for m in concept.methods])
+    plan = concept.methods[0].plan
     record: dict[str, Any] = {
         "factor": concept.factor,
         "target": concept.target,
         "reference": concept.reference,
         "n_items": int(concept.items.size),
         "n_target": int((concept.labels == 1).sum()),
+        "warnings": concept.warnings,
         "methods": [
-            _method_record(m, p) for m, p in zip(concept.methods, p_corrected, strict=True)
+            _method_record(m, q, ql)
+            for m, q, ql in zip(concept.methods, q_upper, q_lower, strict=True)
         ],
         "readout_correction": READOUT_CORRECTION,
+        "interval": INTERVAL,
+        "cv": {
+            "repeats": plan.n_repeats,
+            "folds": plan.n_splits,
+            "test_fraction": plan.test_fraction,
+        },
         "k_curve": [
             {
                 "method": m.method,
@@ -101,6 +117,7 @@ def concept_record(concept: ConceptResult) -> dict[str, Any]:
             for m in concept.k_curve
         ],
         "comparisons": concept.comparisons,
+        "confound": concept.confound,
         "population_rsa": {},
         "contrasts": {},
         "glm": {},
@@ -208,13 +225,14 @@ def _write_tables(
                 {
                     k: v
                     for k, v in m.items()
-                    if k not in ("null_aurocs", "final_model", "fold_units")
+                    if k not in ("null_aurocs", "final_model", "fold_units", "fold_aurocs")
                 }
                 for m in record["methods"]
             ]
         )
         _csv(methods, folder / f"methods_{tag}.csv")
         _csv(pd.DataFrame(concept.comparisons), folder / f"comparisons_{tag}.csv")
+        _csv(pd.DataFrame(concept.confound), folder / f"confound_{tag}.csv")
         if concept.k_curve:
             _csv(pd.DataFrame(record["k_curve"]), folder / f"auroc_vs_k_{tag}.csv")
         for space, con in concept.contrasts.items():
@@ -259,7 +277,7 @@ def plot_method_aurocs(results: list[dict[str, Any]], title: str) -> plt.Figure:
     )
     ax.axvline(0.5, color="black", lw=0.8, ls="--")
     ax.set_xlim(min(0.3, frame["auroc_ci"].map(lambda c: c[0]).min() - 0.02), 1.02)
-    ax.set_xlabel("held-out AUROC (95% bootstrap CI; * BH q < 0.05)")
+    ax.set_xlabel("held-out AUROC (95% corrected repeated-CV t interval; * BH q < 0.05)")
     ax.set_title(title)
     return fig
 
@@ -395,64 +413,98 @@ def _ci(ci: list[float]) -> str:
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
+def _verdict(c: dict[str, Any]) -> str:
+    """ "beat"/"lost to"/"did not differ from", with the corrected p and stability."""
+    if c["p_corrected"] >= ALPHA:
+        verdict = "did not differ significantly from"
+    else:
+        verdict = "beat" if c["diff"] > 0 else "lost to"
+    stable = "" if c.get("stable", True) else "; UNSTABLE: the replication partition disagrees"
+    return f"{verdict} (ΔAUROC {c['diff']:+.3f}, corrected p {_fmt_p(c['p_corrected'])}{stable})"
+
+
+def _above_chance(m: dict[str, Any]) -> bool:
+    return m["p_corrected"] < ALPHA and m["auroc"] > 0.5
+
+
 def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
-    """One honest paragraph: what won, by how much, and what did not hold."""
+    """One honest paragraph: what won among the readouts that beat chance, by how much,
+    which verdicts hold (corrected, and stable on a second partition) and what did not."""
     methods = concept["methods"]
-    best = max(methods, key=lambda m: m["auroc"])
-    selection = [m for m in methods if m["method"] not in ("random", "diff_means", "dense_l2")]
-    best_sel = max(selection, key=lambda m: m["auroc"])
-    dense = next((m for m in methods if m["method"] == "dense_l2"), None)
-    text = [
-        f"On **{concept['target']} vs {concept['reference']}** ({concept['n_items']} items), "
-        f"the best readout was **{best['space']}:{best['method']}** "
-        f"(held-out AUROC {best['auroc']:.3f}, "
-        f"95% CI {_ci(best['auroc_ci'])}, permutation p {_fmt_p(best['p_value'])})."
-    ]
-    if best_sel is not best:
+    n = len(methods)
+    text = [f"On **{concept['target']} vs {concept['reference']}** ({concept['n_items']} items):"]
+    below = [m for m in methods if m.get("below_chance")]
+    if below:
         text.append(
-            f"The best k = {best_sel['k']} selection was {best_sel['space']}:{best_sel['method']} "
-            f"(AUROC {best_sel['auroc']:.3f} {_ci(best_sel['auroc_ci'])})."
+            f"**{len(below)} of {n} readouts scored significantly BELOW chance** ("
+            + ", ".join(f"{m['space']}:{m['method']} {m['auroc']:.3f}" for m in below)
+            + "). A held-out AUROC far below 0.5 means items that belong together (minimal "
+            "pairs, shared templates) were split across folds: give them a `group` field "
+            "(`cogsae validate --write-groups`). No readout is crowned best, and no verdict is "
+            "drawn."
         )
-    comparisons = {(c["a"], c["b"]): c for c in concept["comparisons"]}
-    sae_vs_raw = [
-        c
-        for (a, b), c in comparisons.items()
-        if a.startswith("sae:") and b == "raw:" + a.removeprefix("sae:")
-    ]
+        return " ".join(text)
+    significant = [m for m in methods if _above_chance(m)]
+    if not significant:
+        best = max(methods, key=lambda m: m["auroc"])
+        text.append(
+            f"no readout beat chance after Benjamini-Hochberg correction over {n} readouts "
+            f"(highest AUROC {best['auroc']:.3f}, {best['space']}:{best['method']}, q "
+            f"{_fmt_p(best['p_corrected'])}). There is no evidence this layer carries the "
+            "contrast; no verdict is drawn."
+        )
+        return " ".join(text)
+    best = max(significant, key=lambda m: m["auroc"])
+    text.append(
+        f"the highest held-out AUROC of the {n} readouts was **{best['space']}:{best['method']}** "
+        f"({best['auroc']:.3f}, 95% {_ci(best['auroc_ci'])} for the procedure, "
+        f"BH q {_fmt_p(best['p_corrected'])}); {len(significant)} of {n} readouts beat chance. "
+        "Being the best of several is not itself a test: the comparisons below are."
+    )
+    comparisons = [c for c in concept["comparisons"] if c["a"] != c["b"]]
+    valid = {f"{m['space']}:{m['method']}" for m in significant}
+    usable = [c for c in comparisons if c["a"] in valid and c["b"] in valid]
+    sae_vs_raw = [c for c in usable if c["a"].startswith("sae:") and c["b"] == "raw:" + c["a"][4:]]
     if sae_vs_raw:
         wins = [c for c in sae_vs_raw if c["diff"] > 0 and c["p_corrected"] < ALPHA]
         losses = [c for c in sae_vs_raw if c["diff"] < 0 and c["p_corrected"] < ALPHA]
+        unstable = [c for c in sae_vs_raw if not c.get("stable", True)]
         text.append(
             f"SAE features beat raw units significantly for {len(wins)} of {len(sae_vs_raw)} "
-            f"selection methods and lost significantly for {len(losses)} "
-            "(Holm-corrected paired tests)."
+            f"selection methods and lost for {len(losses)} (Holm-corrected corrected "
+            f"resampled t-tests)"
+            + (f"; {len(unstable)} of these verdicts are unstable" if unstable else "")
+            + "."
         )
-    rsa_vs_max = [
-        c
-        for (a, b), c in comparisons.items()
-        if a.endswith(":rsa_discriminative") and b.endswith(":max_activation")
-    ]
-    for c in rsa_vs_max:
-        verdict = "beat" if c["diff"] > 0 else "did not beat"
-        sig = "significantly" if c["p_corrected"] < ALPHA else "not significantly"
-        text.append(
-            f"In {c['a'].split(':')[0]} space discriminative RSA {verdict} max-activation "
-            f"(ΔAUROC {c['diff']:+.3f}, {sig}, corrected p {_fmt_p(c['p_corrected'])})."
-        )
+    for c in usable:
+        if c["a"].endswith(":rsa_discriminative") and c["b"].endswith(":max_activation"):
+            space = c["a"].split(":")[0]
+            text.append(f"In {space} space discriminative RSA {_verdict(c)} max-activation.")
+    dense = next((m for m in methods if m["method"] == "dense_l2"), None)
     if dense is not None:
         beat_dense = [
             c
-            for (a, b), c in comparisons.items()
-            if b == "raw:dense_l2" and c["diff"] > 0 and c["p_corrected"] < ALPHA
+            for c in comparisons
+            if c["b"] == "raw:dense_l2" and c["diff"] > 0 and c["p_corrected"] < ALPHA
         ]
         text.append(
             f"The dense L2 probe on all raw units reached AUROC {dense['auroc']:.3f}; "
             f"{len(beat_dense)} k-unit selections beat it significantly."
         )
+    confounded = [
+        c["a"]
+        for c in concept.get("confound", [])
+        if c["a"] in valid and not (c["diff"] > 0 and c["p_corrected"] < ALPHA)
+    ]
+    if confounded:
+        text.append(
+            f"{len(confounded)} readouts that beat chance did not beat the confound baseline "
+            "(length and position alone): " + ", ".join(confounded) + "."
+        )
     if results.get("shuffled_labels"):
         n_sig = sum(m["p_corrected"] < ALPHA for m in methods)
         text.append(
-            f"**Labels were shuffled** (null run): {n_sig} of {len(methods)} readouts were "
+            f"**Labels were shuffled** (null run): {n_sig} of {n} readouts were "
             "significant after Benjamini-Hochberg correction; any such result is a false positive."
         )
     return " ".join(text)
@@ -478,6 +530,7 @@ def methods_table(concept: dict[str, Any]) -> pd.DataFrame:
                 "bal. acc.": m["balanced_accuracy"],
                 "p (perm.)": _fmt_p(m["p_value"]),
                 "q (BH)": _fmt_p(m["p_corrected"]),
+                "below chance": "YES" if m.get("below_chance") else "",
                 "stability": m["stability"],
                 **({"test AUROC": transfer["auroc"]} if transfer else {}),
                 **(
@@ -523,6 +576,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         lines += [
             f"## Concept: {concept['target']} vs {concept['reference']} (factor `{tag}`)",
             "",
+            *[f"> **Design warning:** {w}\n" for w in concept.get("warnings", [])],
             "### Main finding",
             "",
             main_finding(results, concept),
@@ -536,28 +590,35 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
             if (figures / f"{fig}_{tag}.png").exists():
                 lines += [f"![{fig}](figures/{fig}_{tag}.png)", ""]
         comp = pd.DataFrame(concept["comparisons"])
+        columns = ["a", "b", "auroc_a", "auroc_b", "diff", "ci_low", "ci_high", "p"]
+        columns += ["p_corrected", "stable"]
         if not comp.empty:
             lines += [
                 "### Paired comparisons",
                 "",
-                "Same folds for every readout; paired permutation test on held-out ranks, "
-                f"{comp['correction'].iloc[0]}-corrected over the family below.",
+                "Each row tests the two PROCEDURES (selection and fit re-run on every training "
+                "set), not two fitted models: the corrected resampled t-test over the "
+                f"{concept['cv']['repeats']} x {concept['cv']['folds']} shared held-out folds "
+                "(Nadeau & Bengio 2003), whose variance (1/J + n_test/n_train) s² accounts for "
+                "overlapping training sets; "
+                f"{comp['correction'].iloc[0]}-corrected over the family below. `stable`: a "
+                "second, independent partition of the items (seed + 1) gives the same "
+                "direction and significance; an unstable verdict should not be reported.",
                 "",
-                _table(
-                    comp[
-                        [
-                            "a",
-                            "b",
-                            "auroc_a",
-                            "auroc_b",
-                            "diff",
-                            "ci_low",
-                            "ci_high",
-                            "p",
-                            "p_corrected",
-                        ]
-                    ]
-                ),
+                _table(comp[columns]),
+                "",
+            ]
+        confound = pd.DataFrame(concept.get("confound", []))
+        if not confound.empty:
+            lines += [
+                "### Against the confound baseline",
+                "",
+                "The confound baseline decodes the condition from nuisance variables alone "
+                "(token count, window positions, last position, mean word length). A readout "
+                "that does not beat it may read length or position rather than the concept "
+                "(same test, its own Holm family).",
+                "",
+                _table(confound[columns]),
                 "",
             ]
         lines += ["### Population RSA and univariate contrasts", ""]
@@ -608,11 +669,15 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         "means and a dense L2 probe on all raw units. Outer CV: "
         f"{config['n_repeats']} x {config['n_splits']}-fold stratified"
         + (", grouped by item group" if stim["grouped"] else "")
-        + ". AUROC and balanced accuracy pooled over held-out items per repeat; "
-        f"{config['n_bootstrap']} bootstrap resamples for CIs; up to "
-        f"{config['n_permutations']} label permutations re-running selection in each "
-        "(sequential stopping for null readouts), Benjamini-Hochberg correction over readouts. "
-        "Paired comparisons on the same folds. Contrasts: Welch t, Hedges g, AUROC per unit, "
+        + ". Selection scores each unit on window means, the representation the readout is "
+        "fitted on. AUROC and balanced accuracy per held-out fold, averaged over folds; "
+        "intervals are corrected repeated-CV t intervals for the procedure (Nadeau & Bengio "
+        f"2003). Up to {config['n_permutations']} label permutations re-run selection and fit "
+        "in each (a readout stops once both tails have 10 exceedances, Besag & Clifford 1991); "
+        "upper- and lower-tail p, each Benjamini-Hochberg-corrected over readouts. Paired "
+        "comparisons: corrected resampled t-test on the shared folds, Holm-corrected, "
+        "replicated on a second partition. Contrasts: Welch t, Hedges g, AUROC per unit "
+        "(on group means, or paired group differences, when the set has groups), "
         "Benjamini-Hochberg q over active units. Population RSA: rsatoolbox RDMs (correlation "
         "distance raw, Euclidean SAE) vs the category model by rho-a, label-permutation p and item "
         "bootstrap CI; crossnobis distances with diagonal noise normalization, folds over items.",

@@ -84,7 +84,7 @@ def config(assets: dict, output: Path, **overrides) -> RunConfig:
         "layer": 1,
         "dtype": "float32",
         "sae": assets["sae"],
-        "n_repeats": 1,
+        "n_repeats": 2,
         "n_permutations": 99,
         "n_bootstrap": 200,
         "n_snippets": 0,
@@ -112,7 +112,7 @@ def test_planted_signal_is_found_and_reported(planted_run: Path) -> None:
     }
     assert {"raw:diff_means", "raw:dense_l2"} <= set(methods)
     for label in ("raw:contrast", "raw:rsa_discriminative", "raw:dense_l2"):
-        assert methods[label]["auroc"] > 0.9, label
+        assert methods[label]["auroc"] > 0.85, label
         assert methods[label]["p_value"] <= 0.02, label
     for m in concept["methods"]:
         assert {

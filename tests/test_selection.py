@@ -5,16 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cogsae.activations import window_mean
 from cogsae.errors import CogsaeError
 from cogsae.rsa import unit_rsa_scores
 from cogsae.selection import (
     SELECTORS,
+    WINDOW_MEAN_SCORES,
     Selection,
+    Standardized,
+    TrainingMoments,
     contrast,
     max_activation,
-    rsa_categorical,
-    rsa_discriminative,
     top_k,
+    top_k_batch,
 )
 
 PLANTED = np.array([3, 17, 42, 77, 120])
@@ -97,19 +100,65 @@ def test_k_out_of_range_is_a_user_error() -> None:
             select(values, mask, labels, 151, rng=np.random.default_rng(0))
 
 
-def test_rsa_selectors_skip_silent_units_without_changing_the_ranking() -> None:
+def test_window_mean_scores_equal_rsa_scores_of_window_means() -> None:
+    """The default RSA selectors score each unit's window means: unit_rsa_scores with one
+    position per item, on means; the *_profile variants score the per-position profile."""
     rng = np.random.default_rng(5)
     values = rng.gamma(1.0, size=(24, 5, 40)).astype(np.float32)
     values[:, :, ::3] = 0.0  # silent units, as most SAE features are on a small set
     values[:12, :, 1] += 2.0  # one planted unit
     mask = np.ones((24, 5), dtype=bool)
+    mask[::4, -1] = False
     labels = np.repeat([1, 0], 12)
-    for selector, kind in (
-        (rsa_categorical, "categorical"),
-        (rsa_discriminative, "discriminative"),
-    ):
-        got = selector(values, mask, labels, 6, rng=rng)
-        full = top_k(unit_rsa_scores(values, mask, labels, kind), 6)
-        np.testing.assert_array_equal(got.units, full.units)
-        np.testing.assert_allclose(got.scores, full.scores)
+    means = window_mean(values, mask)[:, None, :]
+    for kind in ("categorical", "discriminative"):
+        got = SELECTORS[f"rsa_{kind}"](values, mask, labels, 6, rng=rng)
+        want = top_k(unit_rsa_scores(means, np.ones((24, 1), bool), labels, kind), 6)
+        np.testing.assert_array_equal(got.units, want.units)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-4, atol=1e-6)
         assert got.units[0] == 1
+        profile = SELECTORS[f"rsa_{kind}_profile"](values, mask, labels, 6, rng=rng)
+        full = top_k(unit_rsa_scores(values, mask, labels, kind), 6)
+        np.testing.assert_array_equal(profile.units, full.units)
+
+
+def test_position_shift_unit_is_not_selected_for_a_window_mean_readout() -> None:
+    """A unit that fires once per item at the sentence's last token, which sits two positions
+    later in reference items, has identical window means in both conditions: the readout
+    cannot use it. Window-mean selectors must pick the planted window-mean unit instead;
+    the per-position profile variant is fooled by the shift."""
+    rng = np.random.default_rng(0)
+    n_items, n_positions, n_units = 40, 10, 30
+    labels = np.repeat([1, 0], n_items // 2)
+    values = 0.05 * rng.standard_normal((n_items, n_positions, n_units)).astype(np.float32)
+    shift, mean_unit = 7, 12
+    last = np.where(labels == 1, 5, 7)
+    values[np.arange(n_items), last, shift] += 4.0
+    values[labels == 1, :, mean_unit] += 0.15
+    mask = np.ones((n_items, n_positions), dtype=bool)
+    window_means = window_mean(values, mask)
+    assert (
+        abs(window_means[labels == 1, shift].mean() - window_means[labels == 0, shift].mean())
+        < 0.02
+    )
+    for name in ("rsa_discriminative", "rsa_categorical", "contrast"):
+        chosen = SELECTORS[name](values, mask, labels, 1, rng=rng).units
+        assert chosen[0] == mean_unit, name
+    profile = SELECTORS["rsa_categorical_profile"](values, mask, labels, 1, rng=rng).units
+    assert profile[0] == shift
+
+
+def test_batched_scores_equal_single_set_selection() -> None:
+    """Scores over many training sets at once equal the selector run on each subset."""
+    values, mask, labels = _data()
+    means = window_mean(values, mask)
+    rng = np.random.default_rng(3)
+    train = rng.random((6, labels.size)) < 0.7
+    perms = np.stack([rng.permutation(labels) for _ in range(6)])
+    moments = TrainingMoments(Standardized.of(means), train, perms)
+    for name, score in WINDOW_MEAN_SCORES.items():
+        batched = top_k_batch(score(moments), 5)
+        for s in range(6):
+            idx = np.flatnonzero(train[s])
+            single = SELECTORS[name](values[idx], mask[idx], perms[s, idx], 5, rng=rng)
+            np.testing.assert_array_equal(batched[s], single.units, err_msg=name)
