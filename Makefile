@@ -40,4 +40,5 @@ bench: install
 	$(PYTHON) benchmarks/extraction.py
 	$(PYTHON) benchmarks/sae_training.py
 	$(PYTHON) benchmarks/analysis.py
+	$(PYTHON) benchmarks/verdicts.py
 	$(PYTHON) benchmarks/run.py

@@ -652,12 +652,14 @@ def fit_kernel_logistic(
     f = np.zeros((n_sets, n_sub))
     a = np.zeros_like(f)
     diagonal = np.arange(n_sub)
+    system = np.empty_like(k_sub)
     for _ in range(max_iter):
         p = special.expit(f)
         w = cw * p * (1 - p)
         root = np.sqrt(w)
         b = w * f - cw * (p - y)
-        system = root[:, :, None] * k_sub * root[:, None, :]
+        np.multiply(k_sub, root[:, :, None], out=system)  # in place: [sets, n, n] is large
+        system *= root[:, None, :]
         system[:, diagonal, diagonal] += 1.0
         chol = np.linalg.cholesky(system)
         kb = (k_sub @ b[:, :, None])[:, :, 0]

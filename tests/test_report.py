@@ -1,0 +1,80 @@
+"""The report's verdicts: an honest main finding from a concept's records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cogsae.report import main_finding
+
+
+def method(space: str, name: str, auroc: float, q: float, *, below: bool = False) -> dict:
+    return {
+        "space": space,
+        "method": name,
+        "k": 8,
+        "auroc": auroc,
+        "auroc_ci": [auroc - 0.05, auroc + 0.05],
+        "p_corrected": q,
+        "below_chance": below,
+    }
+
+
+def comparison(a: str, b: str, diff: float, p: float, stable: bool = True) -> dict:
+    return {"a": a, "b": b, "diff": diff, "p_corrected": p, "stable": stable}
+
+
+def concept(methods: list[dict], comparisons: list[dict] | None = None, **extra: Any) -> dict:
+    return {
+        "target": "success",
+        "reference": "failure",
+        "n_items": 128,
+        "methods": methods,
+        "comparisons": comparisons or [],
+        **extra,
+    }
+
+
+def test_below_chance_readouts_name_the_cause_and_crown_nothing() -> None:
+    record = concept(
+        [
+            method("raw", "dense_l2", 0.24, 1.0, below=True),
+            method("sae", "rsa_discriminative", 0.46, 0.8),
+        ]
+    )
+    text = main_finding({}, record)
+    assert "BELOW chance" in text and "group" in text
+    assert "No readout is crowned best" in text and "highest held-out AUROC" not in text
+
+
+def test_no_significant_readout_gives_no_verdict() -> None:
+    record = concept(
+        [method("raw", "contrast", 0.58, 0.2), method("sae", "contrast", 0.55, 0.3)],
+        [comparison("sae:contrast", "raw:contrast", -0.03, 0.01)],
+    )
+    text = main_finding({}, record)
+    assert "no readout beat chance" in text and "SAE features beat" not in text
+
+
+def test_best_is_best_of_n_with_its_q_and_unstable_verdicts_are_marked() -> None:
+    record = concept(
+        [
+            method("raw", "rsa_discriminative", 0.80, 0.01),
+            method("raw", "max_activation", 0.70, 0.01),
+            method("sae", "rsa_discriminative", 0.90, 0.002),
+            method("sae", "max_activation", 0.62, 0.04),
+            method("raw", "random", 0.51, 0.6),
+        ],
+        [
+            comparison("sae:rsa_discriminative", "raw:rsa_discriminative", 0.1, 0.01),
+            comparison("sae:max_activation", "raw:max_activation", -0.08, 0.03, stable=False),
+            comparison("sae:rsa_discriminative", "sae:max_activation", 0.28, 0.001),
+            comparison("raw:rsa_discriminative", "raw:max_activation", 0.1, 0.2),
+        ],
+    )
+    text = main_finding({}, record)
+    assert "of the 5 readouts" in text and "sae:rsa_discriminative" in text
+    assert "q 0.002" in text and "4 of 5 readouts beat chance" in text
+    assert "beat raw units significantly for 1 of 2" in text and "lost for 1" in text
+    assert "1 of these verdicts are unstable" in text
+    assert "In sae space discriminative RSA beat" in text
+    assert "In raw space discriminative RSA did not differ significantly" in text
