@@ -289,7 +289,6 @@ def test_batched_solvers_match_liblinear() -> None:
         l2.set_params(max_iter=10**5).fit(features[t], labels[s, t], sample_weight=weights[s, t])
         np.testing.assert_allclose(dual[s] @ features, l2.coef_[0], atol=1e-4)
         assert dual[s].sum() == pytest.approx(l2.intercept_[0], abs=1e-4)
-        assert np.all(dual[s, ~t] == 0)
 
 
 def test_final_model_reproduces_sklearn(planted: list[MethodResult]) -> None:
