@@ -18,7 +18,6 @@ excluded, as everywhere in cogsae) and reports:
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import itertools
@@ -34,7 +33,14 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from cogsae import __version__
-from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
+from cogsae._io import (
+    atomic_path,
+    cache_dir,
+    stable_hash,
+    state_fingerprint,
+    write_json,
+    write_text,
+)
 from cogsae.corpus import (
     batch_chunks,
     corpus_files,
@@ -154,11 +160,7 @@ def scan_corpus(
 
 def sae_fingerprint(sae: SAE) -> str:
     """Content hash of an SAE's config, parameters and buffers (a cache key)."""
-    digest = hashlib.sha256(repr(sae.cfg).encode())
-    for name, tensor in sorted(sae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return state_fingerprint(sae.state_dict(), repr(sae.cfg))
 
 
 @torch.inference_mode()
