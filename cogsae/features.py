@@ -27,17 +27,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import safetensors.torch
 import scipy.sparse
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from cogsae import __version__
 from cogsae._io import (
     atomic_path,
     cache_dir,
+    load_cache,
+    safe_name,
     stable_hash,
     state_fingerprint,
+    write_checked,
     write_json,
     write_text,
 )
@@ -49,7 +52,7 @@ from cogsae.corpus import (
     iter_token_chunks,
 )
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, model_fingerprint
 from cogsae.sae.data import residual_tokens
 
 if TYPE_CHECKING:
@@ -100,9 +103,9 @@ def scan_corpus(
     """Residual stream at layer L of the first ``n_tokens`` scanned tokens of a corpus.
 
     Documents are chunked on their own (never mixed in one chunk), run in batches of
-    similar length through blocks 0..L only, and cached on disk under a key of (model,
-    layer, dtype, corpus content, n_tokens, context_length); the cache file is written
-    atomically.
+    similar length through blocks 0..L only, and cached on disk under a key of (model
+    name and weights, layer, dtype, corpus content, n_tokens, context_length); the cache
+    file is written atomically with a checksum and rebuilt if it is broken.
 
     Args:
         loaded: the model and layer.
@@ -113,6 +116,7 @@ def scan_corpus(
     paths = corpus_files(corpus)
     key = stable_hash(
         loaded.name,
+        model_fingerprint(loaded),
         loaded.layer,
         str(loaded.dtype),
         files_hash(paths),
@@ -120,9 +124,9 @@ def scan_corpus(
         context_length,
         __version__,
     )
-    path = cache_dir() / "scans" / f"{loaded.name}-L{loaded.layer}-{key}.safetensors"
-    if cache and path.exists():
-        data = load_file(path)
+    path = cache_dir() / "scans" / f"{safe_name(loaded.name)}-L{loaded.layer}-{key}.safetensors"
+    data = load_cache(path, safetensors.torch.load) if cache else None
+    if data is not None:
         return CorpusScan(data["ids"], data["starts"], data["residual"], key)
 
     chunks: list[torch.Tensor] = []
@@ -153,8 +157,8 @@ def scan_corpus(
     lengths = torch.tensor([0] + [len(c) for c in chunks])
     scan = CorpusScan(torch.cat(chunks), lengths.cumsum(0), torch.cat(rows).contiguous(), key)
     if cache:
-        with atomic_path(path) as tmp:
-            save_file({"ids": scan.ids, "starts": scan.starts, "residual": scan.residual}, tmp)
+        tensors = {"ids": scan.ids, "starts": scan.starts, "residual": scan.residual}
+        write_checked(path, safetensors.torch.save(tensors))
     return scan
 
 
@@ -169,8 +173,13 @@ def sae_codes(
 ) -> scipy.sparse.csc_array:
     """SAE feature activations over a scan, sparse [N, d_sae] float32, cached by (scan, SAE)."""
     path = cache_dir() / "scans" / f"{scan.key}-sae-{sae_fingerprint(sae)}.npz"
-    if cache and path.exists():
-        return scipy.sparse.csc_array(scipy.sparse.load_npz(path))
+    cached = (
+        load_cache(path, lambda payload: scipy.sparse.load_npz(io.BytesIO(payload)))
+        if cache
+        else None
+    )
+    if cached is not None:
+        return scipy.sparse.csc_array(cached)
     dtype = sae.decoder_directions.dtype
     parts = [
         scipy.sparse.csr_array(sae.encode(block.to(dtype)).float().cpu().numpy())
@@ -178,8 +187,9 @@ def sae_codes(
     ]
     codes = scipy.sparse.csc_array(scipy.sparse.vstack(parts))
     if cache:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            scipy.sparse.save_npz(fh, codes)
+        buf = io.BytesIO()
+        scipy.sparse.save_npz(buf, codes)
+        write_checked(path, buf.getvalue())
     return codes
 
 
