@@ -370,3 +370,24 @@ def state_fingerprint(state: dict[str, Any], *extra: Any) -> str:
         digest.update(str(data.dtype).encode() + str(tuple(data.shape)).encode())
         digest.update(data.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def check_replaceable(folder: str | Path, own: Iterable[str], *, overwrite: bool) -> None:
+    """Refuse to replace ``folder`` when it holds files other than its own kind of output
+    (names in ``own``), unless ``overwrite``; and prove its parent writable, early."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CogsaeError("exists and is not a folder", path=folder, field="--out")
+    own = set(own)
+    foreign = (
+        sorted(p.name for p in folder.iterdir() if p.name not in own) if folder.is_dir() else []
+    )
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise CogsaeError(
+            f"is not empty ({shown}) and would be replaced; choose another folder or pass "
+            "--overwrite",
+            path=folder,
+            field="--out",
+        )
+    check_writable(folder.resolve().parent, field="--out")

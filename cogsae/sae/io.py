@@ -47,6 +47,10 @@ DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "default_sae"
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"
+SAE_FILES = frozenset(
+    {"cfg.json", SAELENS_WEIGHTS, SPARSIFY_WEIGHTS, "training.json", "metrics.json"}
+)
+"""Files an SAE folder written or read by cogsae may hold (`cogsae train-sae` replaces it)."""
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)$")
 
