@@ -177,15 +177,14 @@ def files_fingerprint(paths: Iterable[str | Path]) -> str:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+=-]+")
 
 
-def safe_name(text: str, *, field: str = "name") -> str:
+def safe_name(text: str) -> str:
     """A path component for ``text``: no separators, no ``..``, no leading dot, not empty.
 
-    Unsafe characters become "-"; the user's text stays the display name elsewhere.
+    Unsafe characters become "-" (a name with nothing usable left becomes a hash); the
+    user's text stays the display name elsewhere.
     """
-    slug = _UNSAFE.sub("-", str(text)).strip("-.")
-    if not slug:
-        raise CogsaeError(f"{text!r} gives no usable file name", field=field)
-    return slug[:100]
+    slug = _UNSAFE.sub("-", str(text)).strip("-.")[:100]
+    return slug or f"x-{stable_hash(text, length=8)}"
 
 
 def inside(root: str | Path, path: str | Path, *, field: str | None = None) -> Path:
@@ -255,7 +254,8 @@ def dumps_data(value: Any, key: str) -> bytes:
             return {"t": "array", "ref": seen[id(obj)]}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             cls = type(obj)
-            _registered(cls.__module__, cls.__qualname__)
+            if not _is_cogsae(cls.__module__):
+                raise TypeError(f"{cls.__module__}.{cls.__qualname__} is not a cogsae class")
             seen[id(obj)] = len(keep)
             keep.append(obj)
             fields = {f.name: enc(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -347,9 +347,13 @@ _CODECS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
 """Foreign (non-dataclass) types stored by their own to_dict / from_dict: class -> codec."""
 
 
+def _is_cogsae(module: str) -> bool:
+    return module == "cogsae" or module.startswith("cogsae.")
+
+
 def _registered(module: str, qualname: str) -> type:
     """The dataclass ``module:qualname``, allowed only from cogsae's own modules."""
-    if module != "cogsae" and not module.startswith("cogsae."):
+    if not _is_cogsae(module):
         raise CacheError(f"{module}.{qualname} is not a cogsae class")
     obj: Any = importlib.import_module(module)
     for part in qualname.split("."):

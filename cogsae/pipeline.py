@@ -242,11 +242,11 @@ def run_directory(config: RunConfig, stimuli: StimulusSet, key: str) -> Path:
     The set's name becomes a safe file name (its display name stays in the report); a
     ``--run-id`` must already be one (no separators, no ``..``).
     """
-    name = safe_name(stimuli.name, field="name")
+    name = safe_name(stimuli.name)
     if config.shuffle_labels is not None:
         name += f"-shuffled{config.shuffle_labels}"
     run_id = config.run_id or f"run-{key}"
-    if safe_name(run_id, field="--run-id") != run_id:
+    if safe_name(run_id) != run_id:
         raise CogsaeError(
             f"run id {run_id!r} must be a plain name (letters, digits, . _ + = -)",
             field="--run-id",

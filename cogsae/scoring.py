@@ -610,11 +610,26 @@ Transport = Callable[[str, dict[str, str], dict[str, Any]], str]
 
 def redact_url(url: str) -> str:
     """``url`` without credentials, query string or fragment: safe to print in errors."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host += f":{parts.port}"
+    except ValueError:
+        return "<invalid URL>"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with the query, fragment and credentials of ``url`` masked."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        secrets = [parts.query, parts.fragment, parts.username, parts.password]
+    except ValueError:
+        return "invalid URL"
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 def chat_completions_url(base: str) -> str:
@@ -644,7 +659,7 @@ def post_json(url: str, headers: dict[str, str], payload: dict[str, Any]) -> str
         if isinstance(err, urllib.error.HTTPError):
             reason = f"HTTP {err.code} {err.reason}"
         else:
-            reason = str(getattr(err, "reason", err)).replace(url, redact_url(url))
+            reason = _scrub(str(getattr(err, "reason", err)), url)
         raise CogsaeError(
             f"judge API call to {redact_url(url)} failed: {reason}", field="judge"
         ) from None
