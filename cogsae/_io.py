@@ -116,8 +116,8 @@ def read_checked(path: str | Path) -> bytes:
     return data
 
 
-def load_cache(path: Path, read: Callable[[bytes], T]) -> T | None:
-    """``read(payload)`` of a `write_checked` cache file, or None if it is absent or broken.
+def load_cache(path: Path, read: Callable[[Path], T]) -> T | None:
+    """``read(path)`` of a cache file, or None if it is absent or broken.
 
     A broken file (checksum, format or key) is reported in one warning line naming it and
     is then rebuilt by the caller; it is never reused and never raises.
@@ -125,7 +125,7 @@ def load_cache(path: Path, read: Callable[[bytes], T]) -> T | None:
     if not path.exists():
         return None
     try:
-        return read(read_checked(path))
+        return read(path)
     except Exception as err:  # any failure to decode means: rebuild
         log.warning("cache %s is unusable (%s); rebuilding it", path, _one_line(err))
         return None
@@ -215,13 +215,27 @@ def check_writable(folder: str | Path, *, field: str | None = None) -> Path:
 _FORMAT = 1
 
 
+def save_data(target: str | Path, value: Any, key: str) -> None:
+    """Write ``value`` atomically as a data-only .npz (`dumps_data`) under ``key``."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(dumps_data(value, key))
+
+
+def load_data(path: Path, key: str) -> Any | None:
+    """The value `save_data` stored at ``path`` under ``key``; None (with a one-line warning
+    naming the file) when it is absent, broken, altered or stored under another key."""
+    return load_cache(path, lambda p: loads_data(p.read_bytes(), key))
+
+
 def dumps_data(value: Any, key: str) -> bytes:
-    """Serialize ``value`` as data: JSON structure with type tags plus numpy arrays in an npz.
+    """Serialize ``value`` as data: a plain .npz of numpy arrays plus a JSON ``structure``
+    entry with type tags, and a ``sha256`` entry over both (checked on load).
 
     Handles None, bool, int, float, str, list, tuple, dict (any encodable keys), Path,
     numpy arrays (not object dtype) and scalars, dataclasses of cogsae modules (their
     fields only: ``cached_property`` values are skipped; shared instances stay shared)
     and the foreign types in `_CODECS` (rsatoolbox RDMs and fixed models, via their dicts).
+    Arrays under top-level dict keys keep those names in the .npz (e.g. ``values``).
     ``key`` is stored and must match on load. Nothing in the result is executable.
     """
     import numpy as np
@@ -230,7 +244,12 @@ def dumps_data(value: Any, key: str) -> bytes:
     seen: dict[int, int] = {}
     keep: list[Any] = []  # holds encoded objects alive so their ids stay unique
 
-    def enc(obj: Any) -> Any:
+    def remember(obj: Any) -> int:
+        seen[id(obj)] = len(keep)
+        keep.append(obj)
+        return seen[id(obj)]
+
+    def enc(obj: Any, name: str | None = None) -> Any:
         if isinstance(obj, np.generic):  # before the builtins: np.float64 is a float
             return {"t": "scalar", "dtype": obj.dtype.str, "v": obj.item()}
         if obj is None or isinstance(obj, bool | int | float | str):
@@ -248,21 +267,21 @@ def dumps_data(value: Any, key: str) -> bytes:
         if isinstance(obj, np.ndarray):
             if obj.dtype.hasobject:
                 raise TypeError("object arrays cannot be stored as data")
-            seen[id(obj)] = len(keep)
-            keep.append(obj)
-            arrays[f"a{seen[id(obj)]}"] = obj
-            return {"t": "array", "ref": seen[id(obj)]}
+            ref = remember(obj)
+            if name is None or name in arrays or name in _RESERVED:
+                name = f"a{ref}"
+            arrays[name] = obj
+            return {"t": "array", "ref": ref, "name": name}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             cls = type(obj)
             if not _is_cogsae(cls.__module__):
                 raise TypeError(f"{cls.__module__}.{cls.__qualname__} is not a cogsae class")
-            seen[id(obj)] = len(keep)
-            keep.append(obj)
+            ref = remember(obj)
             fields = {f.name: enc(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
             return {
                 "t": "dataclass",
                 "cls": f"{cls.__module__}:{cls.__qualname__}",
-                "ref": seen[id(obj)],
+                "ref": ref,
                 "v": fields,
             }
         codec = f"{type(obj).__module__}.{type(obj).__qualname__}"
@@ -270,11 +289,32 @@ def dumps_data(value: Any, key: str) -> bytes:
             return {"t": "codec", "cls": codec, "v": enc(_CODECS[codec][0](obj))}
         raise TypeError(f"cannot store {type(obj).__name__} as data")
 
-    structure = {"format": _FORMAT, "key": key, "value": enc(value)}
+    if isinstance(value, dict) and all(isinstance(k, str) and k.isidentifier() for k in value):
+        top = {"t": "dict", "v": [[k, enc(v, k)] for k, v in value.items()]}
+    else:
+        top = enc(value)
+    structure = np.frombuffer(
+        json.dumps({"format": _FORMAT, "key": key, "value": top}).encode(), dtype=np.uint8
+    )
+    digest = np.frombuffer(_digest(structure, arrays).encode(), dtype=np.uint8)
     buf = io.BytesIO()
-    blob = np.frombuffer(json.dumps(structure).encode(), dtype=np.uint8)
-    np.savez(buf, structure=blob, **arrays)
+    np.savez(buf, structure=structure, sha256=digest, **arrays)
     return buf.getvalue()
+
+
+_RESERVED = ("structure", "sha256")
+
+
+def _digest(structure: Any, arrays: dict[str, Any]) -> str:
+    """sha256 over the structure and every array's name, dtype, shape and bytes."""
+    import numpy as np
+
+    digest = hashlib.sha256(structure.tobytes())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def loads_data(payload: bytes, key: str) -> Any:
@@ -282,8 +322,12 @@ def loads_data(payload: bytes, key: str) -> Any:
     import numpy as np
 
     with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-        structure = json.loads(npz["structure"].tobytes())
-        arrays = {name: npz[name] for name in npz.files if name != "structure"}
+        contents = {name: npz[name] for name in npz.files}
+    structure, digest = contents.pop("structure"), contents.pop("sha256")
+    if _digest(structure, contents) != digest.tobytes().decode():
+        raise CacheError("checksum mismatch (altered)")
+    structure = json.loads(structure.tobytes())
+    arrays = contents
     if structure.get("format") != _FORMAT:
         raise CacheError(f"unknown format {structure.get('format')!r}")
     if structure.get("key") != key:
@@ -307,7 +351,7 @@ def loads_data(payload: bytes, key: str) -> Any:
         if tag == "ref":
             return built[obj["ref"]]
         if tag == "array":
-            built[obj["ref"]] = arrays[f"a{obj['ref']}"]
+            built[obj["ref"]] = arrays[obj["name"]]
             return built[obj["ref"]]
         if tag == "dataclass":
             cls = _registered(*obj["cls"].split(":", 1))

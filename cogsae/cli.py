@@ -139,9 +139,10 @@ def extract(
 ) -> None:
     """Extract windowed layer-L activations of a stimulus set and cache them.
 
-    Prints the cache file: an .npz with values [items, positions, d_model], mask
-    [items, positions] and the window's tokens, keyed by model, layer, dtype, window and
-    stimuli content, so later runs reuse it.
+    Prints the cache file: an .npz (no pickles) with values [items, positions, d_model],
+    mask [items, positions] and, in its JSON ``structure`` entry, the window's tokens;
+    keyed by model (name and weights), layer, dtype, window and stimuli content, so later
+    runs reuse it.
     """
     from cogsae.extract import Window, check_window_fillable, extract_activations
     from cogsae.model import load_model

@@ -19,12 +19,10 @@ from transformers import PreTrainedTokenizerBase
 from cogsae import __version__
 from cogsae._io import (
     cache_dir,
-    dumps_data,
-    load_cache,
-    loads_data,
+    load_data,
     safe_name,
+    save_data,
     stable_hash,
-    write_checked,
 )
 from cogsae.activations import Activations
 from cogsae.corpus import batch_chunks
@@ -251,7 +249,7 @@ def extract_activations(
         "split": "test" if test else "items",
         "cache": str(path),
     }
-    cached = load_cache(path, lambda payload: loads_data(payload, key)) if cache else None
+    cached = load_data(path, key) if cache else None
     if cached is not None:
         return Activations(cached["values"], cached["mask"], "raw", cached["tokens"], meta)
 
@@ -280,5 +278,5 @@ def extract_activations(
         for i in range(len(items))
     ]
     if cache:
-        write_checked(path, dumps_data({"values": values, "mask": mask, "tokens": tokens}, key))
+        save_data(path, {"values": values, "mask": mask, "tokens": tokens}, key)
     return Activations(values, mask, "raw", tokens, meta)

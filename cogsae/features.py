@@ -37,6 +37,7 @@ from cogsae._io import (
     atomic_path,
     cache_dir,
     load_cache,
+    read_checked,
     safe_name,
     stable_hash,
     state_fingerprint,
@@ -125,7 +126,7 @@ def scan_corpus(
         __version__,
     )
     path = cache_dir() / "scans" / f"{safe_name(loaded.name)}-L{loaded.layer}-{key}.safetensors"
-    data = load_cache(path, safetensors.torch.load) if cache else None
+    data = load_cache(path, lambda p: safetensors.torch.load(read_checked(p))) if cache else None
     if data is not None:
         return CorpusScan(data["ids"], data["starts"], data["residual"], key)
 
@@ -174,7 +175,7 @@ def sae_codes(
     """SAE feature activations over a scan, sparse [N, d_sae] float32, cached by (scan, SAE)."""
     path = cache_dir() / "scans" / f"{scan.key}-sae-{sae_fingerprint(sae)}.npz"
     cached = (
-        load_cache(path, lambda payload: scipy.sparse.load_npz(io.BytesIO(payload)))
+        load_cache(path, lambda p: scipy.sparse.load_npz(io.BytesIO(read_checked(p))))
         if cache
         else None
     )

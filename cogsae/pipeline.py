@@ -4,7 +4,7 @@ stimuli -> raw activations (cached) -> SAE features -> per concept: contrasts, p
 RSA, cross-validated ensembles of every selection method in every space beside the
 baselines, paired comparisons, held-out transfer, corpus scan -> results.json + report.
 
-Each finished stage is stored as data (`cogsae._io.dumps_data`: JSON + npz, checksummed,
+Each finished stage is stored as data (`cogsae._io.save_data`: JSON + npz, checksummed,
 never pickled) in ``<run dir>/stages/`` together with the run key it was computed under;
 a run restarted with the same arguments finds the same run dir and reuses a stage only
 when its key matches. The run key hashes what produced the numbers: the stimulus file's
@@ -29,13 +29,11 @@ import torch
 from cogsae import __version__
 from cogsae._io import (
     check_writable,
-    dumps_data,
     inside,
-    load_cache,
-    loads_data,
+    load_data,
     safe_name,
+    save_data,
     stable_hash,
-    write_checked,
     write_json,
 )
 from cogsae.activations import Activations
@@ -222,13 +220,13 @@ class Run:
         """Stage ``name`` from ``stages/name.npz`` if it was stored under this run's key,
         else computed and stored (a broken or foreign file is reported and replaced)."""
         path = self.directory / "stages" / f"{name}.npz"
-        cached = load_cache(path, lambda payload: loads_data(payload, self.key))
+        cached = load_data(path, self.key)
         if cached is not None:
             return cached
         start = time.perf_counter()
         value = compute()
         self.timings[name] = round(time.perf_counter() - start, 2)
-        write_checked(path, dumps_data(value, self.key))
+        save_data(path, value, self.key)
         return value
 
 

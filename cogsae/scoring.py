@@ -63,12 +63,10 @@ from transformers import AutoModel, AutoTokenizer
 from cogsae import __version__
 from cogsae._io import (
     cache_dir,
-    dumps_data,
-    load_cache,
-    loads_data,
+    load_data,
     safe_name,
+    save_data,
     stable_hash,
-    write_checked,
 )
 from cogsae.activations import Activations
 from cogsae.contrasts import auroc, bootstrap_indices
@@ -299,7 +297,7 @@ def scan_snippets(
         __version__,
     )
     path = cache_dir() / "snippets" / f"{safe_name(loaded.name)}-L{loaded.layer}-{key}.npz"
-    cached = load_cache(path, lambda payload: loads_data(payload, key)) if cache else None
+    cached = load_data(path, key) if cache else None
     if cached is not None:
         return SnippetScan(
             cached["texts"], cached["ids"], cached["starts"], cached["residual"], key
@@ -335,7 +333,7 @@ def scan_snippets(
     )
     if cache:
         record = {"texts": texts, "ids": scan.ids, "starts": scan.starts, "residual": scan.residual}
-        write_checked(path, dumps_data(record, key))
+        save_data(path, record, key)
     return scan
 
 

@@ -37,7 +37,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cogsae._io import cache_dir, load_cache, stable_hash, write_checked, write_json
+from cogsae._io import (
+    cache_dir,
+    load_cache,
+    read_checked,
+    stable_hash,
+    write_checked,
+    write_json,
+)
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE, SAEConfig
@@ -357,7 +364,7 @@ def _restore(path: Path, config: TrainConfig) -> dict[str, Any] | None:
     Read with ``weights_only=True`` (tensors and plain data, no code); a broken one is
     reported in one line and training starts afresh.
     """
-    state = load_cache(path, lambda payload: torch.load(io.BytesIO(payload), weights_only=True))
+    state = load_cache(path, lambda p: torch.load(io.BytesIO(read_checked(p)), weights_only=True))
     return state if isinstance(state, dict) and state.get("config") == asdict(config) else None
 
 
