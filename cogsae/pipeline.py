@@ -226,6 +226,9 @@ class Run:
         start = time.perf_counter()
         value = compute()
         self.timings[name] = round(time.perf_counter() - start, 2)
+        record = self.directory / RUN_RECORD
+        if not record.exists():  # the folder is created with its first stage, not before
+            write_json(record, {"key": self.key, "config": asdict(self.config)})
         save_data(path, value, self.key)
         return value
 
@@ -505,7 +508,6 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
 
     run = prepare(config, progress)
     log.info("run directory %s", run.directory)
-    write_json(run.directory / RUN_RECORD, {"key": run.key, "config": asdict(config)})
     loaded: dict[str, Any] = {}
 
     def model_and_sae() -> tuple[LoadedModel, Any]:
@@ -527,7 +529,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     spaces = run.stage("activations", extract_stage)
     concepts = [
         run.stage(
-            f"concept-{factor}",
+            f"concept-{safe_name(factor)}",
             lambda factor=factor: analyse_concept(
                 run, factor, spaces["items"], spaces.get("test", {})
             ),

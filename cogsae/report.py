@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from cogsae._io import atomic_path, write_json, write_text
+from cogsae._io import atomic_path, safe_name, write_json, write_text
 from cogsae.errors import CogsaeError
 
 if TYPE_CHECKING:
@@ -203,7 +203,7 @@ def _write_tables(
     """CSV tables of each concept (``records``: its `concept_record`, computed once)."""
     folder.mkdir(parents=True, exist_ok=True)
     for concept, record in zip(concepts, records, strict=True):
-        tag = concept.factor
+        tag = safe_name(concept.factor)  # a file-name part; the factor may be any text
         methods = pd.DataFrame(
             [
                 {
@@ -338,7 +338,7 @@ def _write_figures(
 
     folder.mkdir(parents=True, exist_ok=True)
     for concept, record in zip(concepts, records, strict=True):
-        tag = concept.factor
+        tag = safe_name(concept.factor)  # a file-name part; the factor may be any text
         name = f"{concept.target} vs {concept.reference}"
         _save(plot_method_aurocs(record["methods"], name), folder / f"auroc_{tag}.png")
         _save(
@@ -520,9 +520,10 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         "",
     ]
     for concept in results["concepts"]:
-        tag = concept["factor"]
+        tag = safe_name(concept["factor"])
         lines += [
-            f"## Concept: {concept['target']} vs {concept['reference']} (factor `{tag}`)",
+            f"## Concept: {concept['target']} vs {concept['reference']} "
+            f"(factor `{concept['factor']}`)",
             "",
             "### Main finding",
             "",

@@ -315,6 +315,21 @@ def test_set_names_stay_inside_the_output_and_cache(
     assert cached.parent == isolated_cache / "activations"
 
 
+def test_factor_names_stay_inside_the_run_folder(tiny_assets: dict, tmp_path: Path) -> None:
+    factor = "../../up"
+    text = Path(tiny_assets["stimuli"]).read_text()
+    text = text.replace("{condition: [gain, loss]}", f'{{"{factor}": [gain, loss]}}')
+    path = tmp_path / "set.yaml"
+    path.write_text(text.replace("condition: ", f'"{factor}": '))
+    output = tmp_path / "out"
+    directory = execute(small(tiny_assets, output, stimuli=str(path)), progress=False)
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != path]
+    assert written and all(directory in p.parents for p in written)
+    assert (directory / "tables" / "methods_up.csv").is_file()
+    results = json.loads((directory / "results.json").read_text())
+    assert results["concepts"][0]["factor"] == factor  # the display name is kept
+
+
 @pytest.mark.parametrize("run_id", ["../x", "a/b", "/abs", ".."])
 def test_run_id_must_be_a_plain_name(tiny_assets: dict, tmp_path: Path, run_id: str) -> None:
     with pytest.raises(CogsaeError, match="run-id"):
