@@ -155,8 +155,7 @@ def files_fingerprint(paths: Iterable[str | Path]) -> str:
     digests = []
     changed = False
     for path in map(Path, paths):
-        stat = path.stat()
-        ident = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        ident = _identity(path)
         if not isinstance(memo.get(ident), str):
             digest = hashlib.sha256()
             with path.open("rb") as fh:
@@ -165,10 +164,26 @@ def files_fingerprint(paths: Iterable[str | Path]) -> str:
             memo[ident] = digest.hexdigest()
             changed = True
         digests.append((path.name, memo[ident]))
-    if changed:
+    if changed:  # forget files gone or changed since, so the memo does not grow unbounded
+        memo = {ident: d for ident, d in memo.items() if _current(ident)}
         with suppress(OSError):
             write_json(memo_path, memo)
     return stable_hash(digests)
+
+
+def _identity(path: Path) -> str:
+    """``resolved path|size|mtime_ns``: a file's memo key in `files_fingerprint`."""
+    stat = path.stat()
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _current(ident: str) -> bool:
+    """Whether the file of a memo key still exists with that size and mtime."""
+    path = Path(ident.rsplit("|", 2)[0])
+    try:
+        return _identity(path) == ident
+    except OSError:
+        return False
 
 
 # --------------------------------------------------------------------------- safe paths

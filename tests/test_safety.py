@@ -128,6 +128,7 @@ def test_file_fingerprints_are_remembered_by_size_and_mtime(
     assert len(memo) == 1 and files_fingerprint([weights]) == first
     weights.write_bytes(b"b" * 1000)
     assert files_fingerprint([weights]) != first
+    assert len(json.loads((isolated_cache / "fingerprints.json").read_text())) == 1  # no stale
 
 
 def test_run_id_reused_with_other_settings_is_refused(
