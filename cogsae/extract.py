@@ -128,9 +128,9 @@ def check_window_fillable(
 ) -> np.ndarray:
     """[items] number of valid slots per item; a window that no item fills at all is an error.
 
-    An item longer than the model's context (``tokenizer.model_max_length``) is an error
-    too: it is refused here rather than truncated, so no reported number silently stops
-    reading part of an item.
+    An item longer than the model's context (`context_length`) is an error too: it is
+    refused here rather than truncated, so no reported number silently stops reading
+    part of an item.
     """
     check_context(tokenizer, stimuli)
     _, slots = tokenize_items(tokenizer, stimuli.items, window)
@@ -154,11 +154,26 @@ def check_window_fillable(
     return valid
 
 
+def context_length(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The model's context in tokens: the tokenizer's limit if it records one, else the
+    ``max_position_embeddings`` of the model config beside it; None if neither is known."""
+    if tokenizer.model_max_length < 10**8:  # HF's "no limit recorded" sentinel is ~1e30
+        return int(tokenizer.model_max_length)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(tokenizer.name_or_path, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
 def check_context(tokenizer: PreTrainedTokenizerBase, stimuli: StimulusSet) -> None:
     """Refuse any item (main or ``test:``) with more tokens than the model's context."""
-    limit = tokenizer.model_max_length
+    limit = context_length(tokenizer)
     for items in (stimuli.items, stimuli.test_items):
-        if not items or limit > 10**8:  # HF's "no limit recorded" sentinel is ~1e30
+        if not items or limit is None:
             continue
         lengths = [len(ids) for ids in tokenizer([it.text for it in items])["input_ids"]]
         for item, n in zip(items, lengths, strict=True):

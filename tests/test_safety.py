@@ -510,6 +510,11 @@ def test_items_beyond_the_context_are_refused(
         check_context(tokenizer, load_stimuli(path))
     assert err.value.line == 12 and err.value.field == "text"
     assert "context of 256" in str(err.value)
+    monkeypatch.setattr(tokenizer, "model_max_length", int(1e30))  # no limit recorded:
+    lines[-1] = "    - " + "word " * 8300  # the model config beside it says 8192
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CogsaeError, match="context of 8192"):
+        check_context(tokenizer, load_stimuli(path))
 
 
 # --------------------------------------------------------------------------- 8. secrets
