@@ -263,6 +263,10 @@ def load_model(
     )
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf")
+"""Files of a model folder that `source_fingerprint` hashes (weights, config, tokenizer)."""
+
+
 def source_fingerprint(name: str) -> str:
     """Content hash of a model's files (weights, config, tokenizer), without loading it.
 
@@ -281,9 +285,6 @@ def source_fingerprint(name: str) -> str:
             return f"name:{recorded}"
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
     return files_fingerprint(files)
-
-
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf")
 
 
 def model_fingerprint(loaded: LoadedModel) -> str:
