@@ -17,7 +17,9 @@ from cogsae.errors import CogsaeError
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Report `CogsaeError` as ``error: <file:line [field]: message>`` and exit 2."""
+    """Report `CogsaeError` as ``error: <file:line [field]: message>`` and an OS error
+    (disk full, read-only or missing folder, permissions) as ``error: <path>: <reason>``;
+    both exit 2 without a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -25,6 +27,10 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except CogsaeError as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+        except OSError as err:
+            where = err.filename if err.filename is not None else "file system"
+            click.echo(f"error: {where}: {err.strerror or err}", err=True)
             sys.exit(2)
 
     return wrapper
@@ -151,9 +157,10 @@ def extract(
 ) -> None:
     """Extract windowed layer-L activations of a stimulus set and cache them.
 
-    Prints the cache file: an .npz with values [items, positions, d_model], mask
-    [items, positions] and the window's tokens, keyed by model, layer, dtype, window and
-    stimuli content, so later runs reuse it.
+    Prints the cache file: an .npz (no pickles) with values [items, positions, d_model],
+    mask [items, positions] and, in its JSON ``structure`` entry, the window's tokens;
+    keyed by model (name and weights), layer, dtype, window and stimuli content, so later
+    runs reuse it.
     """
     from cogsae.extract import Window, check_window_fillable, extract_activations
     from cogsae.model import load_model
@@ -231,9 +238,9 @@ def _load_with_sae(
 
 def _slug(*parts: object) -> str:
     """A file-name-safe join of ``parts`` ("smollm2-135m-L15-sae-feature-12")."""
-    import re
+    from cogsae._io import safe_name
 
-    return re.sub(r"[^A-Za-z0-9.]+", "-", "-".join(map(str, parts))).strip("-").lower()
+    return safe_name("-".join(map(str, parts))).lower()
 
 
 def _strength(text: str, field: str) -> tuple[float, bool]:
@@ -751,6 +758,9 @@ def report(dirs: tuple[str, ...], output: str | None) -> None:
     help="Corpus text or .jsonl file (repeatable). Default: the built-in corpus.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="SAE folder.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace --out even if it holds files other than an SAE."
+)
 @click.option("--architecture", type=click.Choice(["topk", "standard"]), default=None)
 @click.option("--d-sae", type=int, default=None, help="Number of latents.")
 @click.option("--k", type=int, default=None, help="Active latents per token (topk).")
@@ -779,6 +789,7 @@ def train_sae_command(
     device: str,
     corpus: tuple[str, ...],
     out: str,
+    overwrite: bool,
     context_length: int,
     save_dtype: str,
     quiet: bool,
@@ -790,11 +801,14 @@ def train_sae_command(
     Rerunning the same command after an interruption resumes the activation cache and
     the training checkpoint.
     """
+    from cogsae._io import check_replaceable
     from cogsae.corpus import corpus_files
     from cogsae.model import DEFAULT_MODEL, load_model
+    from cogsae.sae.io import SAE_FILES
     from cogsae.sae.train import TrainConfig, train_sae_on_corpus
 
     config = TrainConfig(**{key: value for key, value in hyper.items() if value is not None})
+    check_replaceable(out, SAE_FILES, overwrite=overwrite)
     loaded = load_model(model_name or DEFAULT_MODEL, layer=layer, dtype=dtype, device=device)
     train_sae_on_corpus(
         loaded,

@@ -9,7 +9,6 @@ item cannot fill are masked, never zero-padded into statistics.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,11 +17,17 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from cogsae import __version__
-from cogsae._io import atomic_path, cache_dir, stable_hash
+from cogsae._io import (
+    cache_dir,
+    load_data,
+    safe_name,
+    save_data,
+    stable_hash,
+)
 from cogsae.activations import Activations
 from cogsae.corpus import batch_chunks
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, model_fingerprint
 from cogsae.stimuli import WINDOW_ALIGNS, Item, StimulusSet
 
 
@@ -121,7 +126,13 @@ def tokenize_items(
 def check_window_fillable(
     tokenizer: PreTrainedTokenizerBase, stimuli: StimulusSet, window: Window
 ) -> np.ndarray:
-    """[items] number of valid slots per item; a window that no item fills at all is an error."""
+    """[items] number of valid slots per item; a window that no item fills at all is an error.
+
+    An item longer than the model's context (`context_length`) is an error too: it is
+    refused here rather than truncated, so no reported number silently stops reading
+    part of an item.
+    """
+    check_context(tokenizer, stimuli)
     _, slots = tokenize_items(tokenizer, stimuli.items, window)
     valid = (slots >= 0).sum(axis=1)
     if valid.max() < window.size:
@@ -143,10 +154,61 @@ def check_window_fillable(
     return valid
 
 
+def context_length(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The model's context in tokens: the tokenizer's limit if it records one, else the
+    ``max_position_embeddings`` of the model config beside it; None if neither is known."""
+    if tokenizer.model_max_length < 10**8:  # HF's "no limit recorded" sentinel is ~1e30
+        return int(tokenizer.model_max_length)
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(tokenizer.name_or_path, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+def check_context(tokenizer: PreTrainedTokenizerBase, stimuli: StimulusSet) -> None:
+    """Refuse any item (main or ``test:``) with more tokens than the model's context."""
+    limit = context_length(tokenizer)
+    for items in (stimuli.items, stimuli.test_items):
+        if not items or limit is None:
+            continue
+        lengths = [len(ids) for ids in tokenizer([it.text for it in items])["input_ids"]]
+        for item, n in zip(items, lengths, strict=True):
+            if n > limit:
+                raise CogsaeError(
+                    f"item has {n} tokens, more than the model's context of {limit}; "
+                    "shorten or split it",
+                    path=stimuli.path,
+                    line=item.line,
+                    field="text",
+                )
+
+
+def length_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list[np.ndarray]:
+    """Item indices in batches of similar length: at most ``batch_size`` items and at most
+    ``max_tokens`` padded tokens each (a long item is never padded into short ones' batch).
+    """
+    batches: list[np.ndarray] = []
+    current: list[int] = []
+    for i in np.argsort(lengths, kind="stable"):
+        # sorted ascending, so item i is the longest of the batch it joins
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(np.array(current))
+            current = []
+        current.append(int(i))
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
 def extraction_key(model: LoadedModel, stimuli: StimulusSet, window: Window, test: bool) -> str:
-    """Cache key: model, layer, dtype, window, stimuli content and the cogsae version."""
+    """Cache key: model (name and weights), layer, dtype, window, stimuli content, version."""
     return stable_hash(
         model.name,
+        model_fingerprint(model),
         model.layer,
         str(model.dtype),
         asdict(window),
@@ -163,14 +225,18 @@ def extract_activations(
     *,
     test: bool = False,
     batch_size: int = 32,
+    max_batch_tokens: int = 8192,
     cache: bool = True,
     progress: bool = True,
 ) -> Activations:
     """Layer-L residual activations of the set's items in a window.
 
-    Items are sorted by token length and run in batches so padding is minimal; only
-    blocks 0..L run. The result is cached on disk under a key of (model, layer, dtype,
-    window, stimuli content), so a re-run with other analysis settings is instant.
+    Items are sorted by token length and run in batches of at most ``batch_size`` items
+    and ``max_batch_tokens`` padded tokens, so padding is minimal and one long item runs
+    alone instead of padding a whole batch; only blocks 0..L run. The result is cached on
+    disk (data only, checksummed; a broken file is rebuilt) under a key of (model name and
+    weights, layer, dtype, window, stimuli content), so a re-run with other analysis
+    settings is instant.
 
     Args:
         stimuli: the validated set.
@@ -187,7 +253,7 @@ def extract_activations(
     if not items:
         raise CogsaeError("the set has no test: section", path=stimuli.path, field="test")
     key = extraction_key(model, stimuli, window, test)
-    path = cache_dir() / "activations" / f"{stimuli.name}-{key}.npz"
+    path = cache_dir() / "activations" / f"{safe_name(stimuli.name)}-{key}.npz"
     meta = {
         "model": model.name,
         "layer": model.layer,
@@ -198,26 +264,22 @@ def extract_activations(
         "split": "test" if test else "items",
         "cache": str(path),
     }
-    if cache and path.exists():
-        with np.load(path) as data:
-            tokens = json.loads(str(data["tokens"]))
-            return Activations(data["values"], data["mask"], "raw", tokens, meta)
+    cached = load_data(path, key) if cache else None
+    if cached is not None:
+        return Activations(cached["values"], cached["mask"], "raw", cached["tokens"], meta)
 
     ids, slots = tokenize_items(model.tokenizer, items, window)
     values = np.zeros((len(items), window.size, model.d_model), dtype=np.float32)
-    order = np.argsort([len(x) for x in ids], kind="stable")
     pad = model.tokenizer.pad_token_id
-    batches = batch_chunks((torch.tensor(ids[i]) for i in order), batch_size, pad)
     bar = tqdm(
         total=len(items),
         desc=f"extract {stimuli.name} L{model.layer}",
         disable=not progress,
         unit="item",
     )
-    for start, (input_ids, attention) in zip(
-        range(0, len(items), batch_size), batches, strict=True
-    ):
-        batch = order[start : start + batch_size]
+    for batch in length_batches([len(x) for x in ids], batch_size, max_batch_tokens):
+        chunks = [torch.tensor(ids[i]) for i in batch]
+        input_ids, attention = next(batch_chunks(chunks, len(chunks), pad))
         hidden = model.residual(input_ids.to(model.device), attention.to(model.device))
         hidden = hidden.float().cpu().numpy()
         for row, i in enumerate(batch):
@@ -231,6 +293,5 @@ def extract_activations(
         for i in range(len(items))
     ]
     if cache:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, values=values, mask=mask, tokens=np.array(json.dumps(tokens)))
+        save_data(path, {"values": values, "mask": mask, "tokens": tokens}, key)
     return Activations(values, mask, "raw", tokens, meta)

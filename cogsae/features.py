@@ -18,7 +18,6 @@ excluded, as everywhere in cogsae) and reports:
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import itertools
@@ -28,13 +27,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import safetensors.torch
 import scipy.sparse
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from cogsae import __version__
-from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
+from cogsae._io import (
+    atomic_path,
+    cache_dir,
+    load_cache,
+    read_checked,
+    safe_name,
+    stable_hash,
+    state_fingerprint,
+    write_checked,
+    write_json,
+    write_text,
+)
 from cogsae.corpus import (
     batch_chunks,
     corpus_files,
@@ -43,7 +53,7 @@ from cogsae.corpus import (
     iter_token_chunks,
 )
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, model_fingerprint
 from cogsae.sae.data import residual_tokens
 
 if TYPE_CHECKING:
@@ -94,9 +104,9 @@ def scan_corpus(
     """Residual stream at layer L of the first ``n_tokens`` scanned tokens of a corpus.
 
     Documents are chunked on their own (never mixed in one chunk), run in batches of
-    similar length through blocks 0..L only, and cached on disk under a key of (model,
-    layer, dtype, corpus content, n_tokens, context_length); the cache file is written
-    atomically.
+    similar length through blocks 0..L only, and cached on disk under a key of (model
+    name and weights, layer, dtype, corpus content, n_tokens, context_length); the cache
+    file is written atomically with a checksum and rebuilt if it is broken.
 
     Args:
         loaded: the model and layer.
@@ -107,6 +117,7 @@ def scan_corpus(
     paths = corpus_files(corpus)
     key = stable_hash(
         loaded.name,
+        model_fingerprint(loaded),
         loaded.layer,
         str(loaded.dtype),
         files_hash(paths),
@@ -114,9 +125,9 @@ def scan_corpus(
         context_length,
         __version__,
     )
-    path = cache_dir() / "scans" / f"{loaded.name}-L{loaded.layer}-{key}.safetensors"
-    if cache and path.exists():
-        data = load_file(path)
+    path = cache_dir() / "scans" / f"{safe_name(loaded.name)}-L{loaded.layer}-{key}.safetensors"
+    data = load_cache(path, lambda p: safetensors.torch.load(read_checked(p))) if cache else None
+    if data is not None:
         return CorpusScan(data["ids"], data["starts"], data["residual"], key)
 
     chunks: list[torch.Tensor] = []
@@ -147,18 +158,14 @@ def scan_corpus(
     lengths = torch.tensor([0] + [len(c) for c in chunks])
     scan = CorpusScan(torch.cat(chunks), lengths.cumsum(0), torch.cat(rows).contiguous(), key)
     if cache:
-        with atomic_path(path) as tmp:
-            save_file({"ids": scan.ids, "starts": scan.starts, "residual": scan.residual}, tmp)
+        tensors = {"ids": scan.ids, "starts": scan.starts, "residual": scan.residual}
+        write_checked(path, safetensors.torch.save(tensors))
     return scan
 
 
 def sae_fingerprint(sae: SAE) -> str:
     """Content hash of an SAE's config, parameters and buffers (a cache key)."""
-    digest = hashlib.sha256(repr(sae.cfg).encode())
-    for name, tensor in sorted(sae.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return state_fingerprint(sae.state_dict(), repr(sae.cfg))
 
 
 @torch.inference_mode()
@@ -167,8 +174,13 @@ def sae_codes(
 ) -> scipy.sparse.csc_array:
     """SAE feature activations over a scan, sparse [N, d_sae] float32, cached by (scan, SAE)."""
     path = cache_dir() / "scans" / f"{scan.key}-sae-{sae_fingerprint(sae)}.npz"
-    if cache and path.exists():
-        return scipy.sparse.csc_array(scipy.sparse.load_npz(path))
+    cached = (
+        load_cache(path, lambda p: scipy.sparse.load_npz(io.BytesIO(read_checked(p))))
+        if cache
+        else None
+    )
+    if cached is not None:
+        return scipy.sparse.csc_array(cached)
     dtype = sae.decoder_directions.dtype
     parts = [
         scipy.sparse.csr_array(sae.encode(block.to(dtype)).float().cpu().numpy())
@@ -176,8 +188,9 @@ def sae_codes(
     ]
     codes = scipy.sparse.csc_array(scipy.sparse.vstack(parts))
     if cache:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            scipy.sparse.save_npz(fh, codes)
+        buf = io.BytesIO()
+        scipy.sparse.save_npz(buf, codes)
+        write_checked(path, buf.getvalue())
     return codes
 
 

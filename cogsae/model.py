@@ -28,7 +28,7 @@ from transformers import (
 )
 from transformers.utils import logging as transformers_logging
 
-from cogsae._io import atomic_path, cache_dir
+from cogsae._io import atomic_path, cache_dir, files_fingerprint, state_fingerprint
 from cogsae.errors import CogsaeError
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,15 @@ class LoadedModel:
         tokenizer: its tokenizer (right padding; pad token set).
         name: identifier recorded in caches and SAE configs (e.g. "smollm2-135m").
         layer: L, the decoder block whose output is read (0-based).
+        fingerprint: content hash of the weights it was loaded from (`model_fingerprint`);
+            None = hash the weights in memory when first needed.
     """
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     name: str
     layer: int
+    fingerprint: str | None = None
 
     @property
     def d_model(self) -> int:
@@ -251,4 +254,41 @@ def load_model(
             f"layer {layer} out of range: the model has {n_layers} blocks (0..{n_layers - 1})",
             field="layer",
         )
-    return LoadedModel(model=model, tokenizer=tokenizer, name=recorded, layer=layer)
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=recorded,
+        layer=layer,
+        fingerprint=source_fingerprint(name),
+    )
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".gguf")
+"""Files of a model folder that `source_fingerprint` hashes (weights, config, tokenizer)."""
+
+
+def source_fingerprint(name: str) -> str:
+    """Content hash of a model's files (weights, config, tokenizer), without loading it.
+
+    Hashes are remembered per (path, size, mtime), so this is instant after the first
+    time; re-converted or edited weights change it. A hub id not in the local cache
+    falls back to its name.
+    """
+    recorded, source = resolve_model(name)
+    folder = Path(source)
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(source), local_files_only=True))
+        except Exception:  # not cached locally: nothing to hash but the name
+            return f"name:{recorded}"
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    return files_fingerprint(files)
+
+
+def model_fingerprint(loaded: LoadedModel) -> str:
+    """What produced a model's numbers: its files' hash, else its in-memory weights' hash."""
+    if loaded.fingerprint is None:
+        loaded.fingerprint = state_fingerprint(loaded.model.state_dict(), loaded.name)
+    return loaded.fingerprint

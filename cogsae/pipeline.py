@@ -4,14 +4,18 @@ stimuli -> raw activations (cached) -> SAE features -> per concept: contrasts, p
 RSA, cross-validated ensembles of every selection method in every space beside the
 baselines, paired comparisons, held-out transfer, corpus scan -> results.json + report.
 
-Each finished stage is pickled (atomically) in ``<run dir>/stages/``; a run restarted
-with the same arguments finds the same run dir and skips what is done.
+Each finished stage is stored as data (`cogsae._io.save_data`: JSON + npz, checksummed,
+never pickled) in ``<run dir>/stages/`` together with the run key it was computed under;
+a run restarted with the same arguments finds the same run dir and reuses a stage only
+when its key matches. The run key hashes what produced the numbers: the stimulus file's
+content, the model's and the SAE's file hashes and every analysis option.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import pickle
 import platform
 import time
 from collections.abc import Callable
@@ -24,7 +28,15 @@ import pandas as pd
 import torch
 
 from cogsae import __version__
-from cogsae._io import atomic_path, stable_hash
+from cogsae._io import (
+    check_writable,
+    inside,
+    load_data,
+    safe_name,
+    save_data,
+    stable_hash,
+    write_json,
+)
 from cogsae.activations import Activations
 from cogsae.contrasts import (
     ContrastResult,
@@ -47,8 +59,16 @@ from cogsae.ensemble import (
 )
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable, extract_activations
-from cogsae.model import DEFAULT_MODEL, LoadedModel, load_model, load_tokenizer
+from cogsae.model import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    source_fingerprint,
+)
 from cogsae.rsa import CategoricalRSA, DiscriminativeRSA, categorical_rsa, discriminative_rsa
+from cogsae.sae.io import sae_files_fingerprint
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
 
 log = logging.getLogger(__name__)
@@ -144,13 +164,22 @@ class RunConfig:
                 "permutations >= 0, bootstrap >= 1, repeats >= 1", field="--n-permutations"
             )
 
-    def key(self) -> str:
-        """Hash of every field that changes results (not output location)."""
+    def key(self, stimuli: StimulusSet) -> str:
+        """Hash of what produces the numbers: every option that changes results (not the
+        output location), the stimulus file's content, the model's and the SAE's files."""
         fields = asdict(self)
-        for name in ("output", "run_id", "device", "figures"):
+        for name in ("output", "run_id", "device", "figures", "stimuli"):
             fields.pop(name)
-        fields["stimuli"] = str(Path(self.stimuli).resolve())
-        return stable_hash(fields, __version__, length=10)
+        if stimuli.path is None:
+            raise CogsaeError("a run needs a stimulus file", field="stimuli")
+        content = hashlib.sha256(Path(stimuli.path).read_bytes()).hexdigest()
+        model = source_fingerprint(self.model_name(stimuli))
+        sae = "none" if self.sae == "none" else sae_files_fingerprint(self.sae)
+        return stable_hash(fields, content, model, sae, __version__, length=10)
+
+    def model_name(self, stimuli: StimulusSet) -> str:
+        """The model a run on ``stimuli`` loads: the option, else the set's, else the default."""
+        return self.model or stimuli.model.get("name", DEFAULT_MODEL)
 
 
 @dataclass
@@ -196,44 +225,130 @@ class ConceptResult:
 
 @dataclass
 class Run:
-    """A run in progress: its config, directory, loaded inputs and stage timings."""
+    """A run in progress: its config, key, directory, loaded inputs and stage timings."""
 
     config: RunConfig
     directory: Path
     stimuli: StimulusSet
     window: Window
+    key: str
     timings: dict[str, float] = field(default_factory=dict)
     progress: bool = True
 
     def stage(self, name: str, compute: Callable[[], T]) -> T:
-        """Return stage ``name`` from ``stages/name.pkl``, computing and saving it if absent."""
-        path = self.directory / "stages" / f"{name}.pkl"
-        if path.exists():
-            with path.open("rb") as fh:
-                return pickle.load(fh)
+        """Stage ``name`` from ``stages/name.npz`` if it was stored under this run's key,
+        else computed and stored (a broken or foreign file is reported and replaced)."""
+        path = self.directory / "stages" / f"{name}.npz"
+        cached = load_data(path, self.key)
+        if cached is not None:
+            return cached
         start = time.perf_counter()
         value = compute()
         self.timings[name] = round(time.perf_counter() - start, 2)
-        with atomic_path(path) as tmp, tmp.open("wb") as fh:
-            pickle.dump(value, fh)
+        record = self.directory / RUN_RECORD
+        if not record.exists():  # the folder is created with its first stage, not before
+            write_json(record, {"key": self.key, "config": asdict(self.config)})
+        save_data(path, value, self.key)
         return value
 
 
-def run_directory(config: RunConfig, stimuli: StimulusSet) -> Path:
-    """``<output>/<set name>[-shuffled<seed>]/<run id>``."""
-    name = stimuli.name
+RUN_RECORD = "run.json"
+"""File in a run folder naming the run key it belongs to."""
+
+
+def run_directory(config: RunConfig, stimuli: StimulusSet, key: str) -> Path:
+    """``<output>/<set name>[-shuffled<seed>]/<run id>``, always inside ``output``.
+
+    The set's name becomes a safe file name (its display name stays in the report); a
+    ``--run-id`` must already be one (no separators, no ``..``).
+    """
+    name = safe_name(stimuli.name)
     if config.shuffle_labels is not None:
         name += f"-shuffled{config.shuffle_labels}"
-    return Path(config.output) / name / (config.run_id or f"run-{config.key()}")
+    run_id = config.run_id or f"run-{key}"
+    if safe_name(run_id) != run_id:
+        raise CogsaeError(
+            f"run id {run_id!r} must be a plain name (letters, digits, . _ + = -)",
+            field="--run-id",
+        )
+    return inside(config.output, Path(name) / run_id, field="--output")
+
+
+def _claim(directory: Path, key: str) -> None:
+    """Refuse a run folder that holds a run made with other settings (``--run-id`` reuse)."""
+    record = directory / RUN_RECORD
+    if not record.exists():
+        return
+    try:
+        found = json.loads(record.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found != key:
+        raise CogsaeError(
+            f"holds a run made with other settings (run key {found}, now {key}); "
+            "choose another --run-id or delete the folder",
+            path=directory,
+            field="--run-id",
+        )
 
 
 def prepare(config: RunConfig, progress: bool = True) -> Run:
-    """Validate the stimuli and options before any expensive work."""
+    """Validate the stimuli, options and output folder before any expensive work."""
     stimuli = load_stimuli(config.stimuli)
     window = Window.for_stimuli(stimuli, align=config.window_align, size=config.window_size)
+    check_window_fillable(load_tokenizer(config.model_name(stimuli)), stimuli, window)
+    check_options(config, stimuli, n_units(config, stimuli))
+    key = config.key(stimuli)
+    directory = run_directory(config, stimuli, key)
+    check_writable(config.output, field="--output")
+    _claim(directory, key)
+    return Run(config, directory, stimuli, window, key, progress=progress)
+
+
+def n_units(config: RunConfig, stimuli: StimulusSet) -> dict[str, int]:
+    """Units of each space of a run (raw: the model's width; sae: its latents), read from
+    the model's config.json and the SAE folder without loading the model."""
+    from transformers import AutoConfig
+
+    from cogsae.sae.io import load_sae
+
+    name = config.model_name(stimuli)
+    _, source = resolve_model(name)
+    try:
+        width = int(AutoConfig.from_pretrained(source, local_files_only=True).hidden_size)
+    except OSError as err:
+        raise CogsaeError(f"cannot read the model config: {err}", field="model") from err
+    units = {"raw": width}
+    if config.sae != "none":
+        units["sae"] = load_sae(config.sae).cfg.d_sae
+    return units
+
+
+def check_options(config: RunConfig, stimuli: StimulusSet, units: dict[str, int]) -> None:
+    """Refuse options the set cannot support: k above a space's units, more folds than
+    each condition can fill (every fold needs two items or groups of each condition)."""
+    space, smallest = min(units.items(), key=lambda kv: kv[1])
+    if max(config.k) > smallest:
+        raise CogsaeError(
+            f"k = {max(config.k)} is more than the {smallest} units of the {space} space",
+            field="--k",
+        )
     if config.n_splits < 2:
         raise CogsaeError("need at least 2 folds", field="--folds")
-    return Run(config, run_directory(config, stimuli), stimuli, window, progress=progress)
+    groups = stimuli.groups()
+    for factor in stimuli.factors:
+        labels = stimuli.labels(factor)
+        for value, level in zip((1, 0), stimuli.contrast_levels(factor), strict=True):
+            members = np.flatnonzero(labels == value)
+            n = len(members) if groups is None else len(set(groups[members]))
+            if n < 2 * config.n_splits:
+                unit = "groups" if groups is not None else "items"
+                raise CogsaeError(
+                    f"{config.n_splits} folds need at least {2 * config.n_splits} {unit} per "
+                    f"condition; {factor}={level} has {n}",
+                    path=stimuli.path,
+                    field="--folds",
+                )
 
 
 def _load(run: Run) -> tuple[LoadedModel, Any]:
@@ -242,12 +357,11 @@ def _load(run: Run) -> tuple[LoadedModel, Any]:
 
     config = run.config
     model = load_model(
-        config.model or run.stimuli.model.get("name", DEFAULT_MODEL),
+        config.model_name(run.stimuli),
         layer=config.layer if config.layer is not None else run.stimuli.model.get("layer"),
         dtype=config.dtype,
         device=config.device,
     )
-    check_window_fillable(model.tokenizer, run.stimuli, run.window)
     sae = None if config.sae == "none" else load_sae(config.sae, model)
     return model, sae
 
@@ -507,11 +621,11 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         return out
 
     spaces = run.stage("activations", extract_stage)
-    tokenizer = load_tokenizer(config.model or run.stimuli.model.get("name", DEFAULT_MODEL))
+    tokenizer = load_tokenizer(config.model_name(run.stimuli))
     nuisance = nuisance_activations(run.stimuli, tokenizer, run.window)
     concepts = [
         run.stage(
-            f"concept-{factor}",
+            f"concept-{safe_name(factor)}",
             lambda factor=factor: analyse_concept(
                 run, factor, spaces["items"], spaces.get("test", {}), nuisance
             ),
@@ -525,7 +639,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         "cogsae": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "run_key": config.key(),
+        "run_key": run.key,
         "timings_s": run.timings,
     }
     lengths = length_check(run.stimuli, tokenizer)

@@ -9,6 +9,7 @@ side by side.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 from dataclasses import asdict
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from cogsae._io import atomic_path, write_json, write_text
+from cogsae._io import atomic_path, safe_name, write_json, write_text
 from cogsae.errors import CogsaeError
 
 if TYPE_CHECKING:
@@ -219,7 +220,7 @@ def _write_tables(
     """CSV tables of each concept (``records``: its `concept_record`, computed once)."""
     folder.mkdir(parents=True, exist_ok=True)
     for concept, record in zip(concepts, records, strict=True):
-        tag = concept.factor
+        tag = safe_name(concept.factor)  # a file-name part; the factor may be any text
         methods = pd.DataFrame(
             [
                 {
@@ -355,7 +356,7 @@ def _write_figures(
 
     folder.mkdir(parents=True, exist_ok=True)
     for concept, record in zip(concepts, records, strict=True):
-        tag = concept.factor
+        tag = safe_name(concept.factor)  # a file-name part; the factor may be any text
         name = f"{concept.target} vs {concept.reference}"
         _save(plot_method_aurocs(record["methods"], name), folder / f"auroc_{tag}.png")
         _save(
@@ -572,9 +573,10 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         "",
     ]
     for concept in results["concepts"]:
-        tag = concept["factor"]
+        tag = safe_name(concept["factor"])
         lines += [
-            f"## Concept: {concept['target']} vs {concept['reference']} (factor `{tag}`)",
+            f"## Concept: {concept['target']} vs {concept['reference']} "
+            f"(factor `{concept['factor']}`)",
             "",
             *[f"> **Design warning:** {w}\n" for w in concept.get("warnings", [])],
             "### Main finding",
@@ -702,23 +704,57 @@ h2{border-bottom:2px solid #1b9e77;padding-bottom:3px}
 
 
 def render_html(markdown_text: str, directory: Path, title: str) -> str:
-    """Self-contained HTML: markdown rendered, figures inlined as base64 data URIs."""
-    import markdown
+    """Self-contained HTML: markdown rendered, figures inlined as base64 data URIs.
 
-    body = markdown.markdown(markdown_text, extensions=["tables"])
+    The markdown holds user text (names, description, concept, levels, corpus examples),
+    so raw HTML in it is shown as text, never interpreted, and links or images may only
+    point to http(s), mailto or relative addresses (no ``javascript:`` URLs).
+    """
+    body = _safe_markdown().convert(markdown_text)
 
     def inline(match: re.Match[str]) -> str:
         path = directory / match.group(1)
-        if not path.exists():
+        if not path.is_file() or directory.resolve() not in path.resolve().parents:
             return match.group(0)
         data = base64.b64encode(path.read_bytes()).decode()
         return f'src="data:image/png;base64,{data}"'
 
     body = re.sub(r'src="(figures/[^"]+\.png)"', inline, body)
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
+
+
+_SAFE_SCHEMES = ("", "http", "https", "mailto")
+
+
+def _safe_markdown() -> Any:
+    """A Markdown converter (tables) that escapes raw HTML and drops unsafe link targets."""
+    import markdown
+    from markdown.treeprocessors import Treeprocessor
+
+    class SafeLinks(Treeprocessor):
+        def run(self, root: Any) -> None:
+            for element in root.iter():
+                for attribute in ("href", "src"):
+                    target = element.get(attribute)
+                    if target is not None and _scheme(target) not in _SAFE_SCHEMES:
+                        del element.attrib[attribute]
+
+    md = markdown.Markdown(extensions=["tables"])
+    md.preprocessors.deregister("html_block")
+    md.inlinePatterns.deregister("html")
+    md.treeprocessors.register(SafeLinks(md), "safe_links", 0)
+    return md
+
+
+def _scheme(url: str) -> str:
+    """The scheme of ``url``, lower case, ignoring the whitespace and control characters
+    that browsers ignore inside a scheme (so a tab cannot hide "javascript:")."""
+    cleaned = re.sub(r"[\x00-\x20]", "", url)
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):", cleaned)
+    return match.group(1).lower() if match else ""
 
 
 def load_results(directory: Path) -> dict[str, Any]:

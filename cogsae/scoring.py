@@ -43,6 +43,7 @@ import logging
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -60,13 +61,19 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from cogsae import __version__
-from cogsae._io import atomic_path, cache_dir, stable_hash
+from cogsae._io import (
+    cache_dir,
+    load_data,
+    safe_name,
+    save_data,
+    stable_hash,
+)
 from cogsae.activations import Activations
 from cogsae.contrasts import auroc, bootstrap_indices
 from cogsae.corpus import batch_chunks, corpus_files, files_hash, iter_documents
 from cogsae.ensemble import LinearModel, MethodResult, balanced_accuracy
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel, installed_package_dir
+from cogsae.model import LoadedModel, installed_package_dir, model_fingerprint
 from cogsae.sae.base import SAE
 from cogsae.sae.data import residual_tokens
 
@@ -279,6 +286,7 @@ def scan_snippets(
     paths = corpus_files(corpus)
     key = stable_hash(
         loaded.name,
+        model_fingerprint(loaded),
         loaded.layer,
         str(loaded.dtype),
         files_hash(paths),
@@ -288,11 +296,12 @@ def scan_snippets(
         seed,
         __version__,
     )
-    path = cache_dir() / "snippets" / f"{loaded.name}-L{loaded.layer}-{key}.npz"
-    if cache and path.exists():
-        with np.load(path) as data:
-            texts = json.loads(str(data["texts"]))
-            return SnippetScan(texts, data["ids"], data["starts"], data["residual"], key)
+    path = cache_dir() / "snippets" / f"{safe_name(loaded.name)}-L{loaded.layer}-{key}.npz"
+    cached = load_data(path, key) if cache else None
+    if cached is not None:
+        return SnippetScan(
+            cached["texts"], cached["ids"], cached["starts"], cached["residual"], key
+        )
 
     texts, ids = sample_snippets(
         paths,
@@ -323,14 +332,8 @@ def scan_snippets(
         texts, np.concatenate(ids).astype(np.int64), starts, np.concatenate(rows), key
     )
     if cache:
-        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                texts=np.array(json.dumps(texts)),
-                ids=scan.ids,
-                starts=scan.starts,
-                residual=scan.residual,
-            )
+        record = {"texts": texts, "ids": scan.ids, "starts": scan.starts, "residual": scan.residual}
+        save_data(path, record, key)
     return scan
 
 
@@ -603,8 +606,44 @@ Transport = Callable[[str, dict[str, str], dict[str, Any]], str]
 """(url, headers, JSON payload) -> response body; raises CogsaeError when the call fails."""
 
 
+def redact_url(url: str) -> str:
+    """``url`` without credentials, query string or fragment: safe to print in errors."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host += f":{parts.port}"
+    except ValueError:
+        return "<invalid URL>"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` with the query, fragment and credentials of ``url`` masked."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        secrets = [parts.query, parts.fragment, parts.username, parts.password]
+    except ValueError:
+        return "invalid URL"
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def chat_completions_url(base: str) -> str:
+    """The ``/chat/completions`` endpoint of an API base URL, query string kept at the end."""
+    parts = urllib.parse.urlsplit(base)
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urllib.parse.urlunsplit(parts._replace(path=path))
+
+
 def post_json(url: str, headers: dict[str, str], payload: dict[str, Any]) -> str:
-    """POST ``payload`` as JSON to ``url`` and return the response body (60 s timeout)."""
+    """POST ``payload`` as JSON to ``url`` and return the response body (60 s timeout).
+
+    Errors name the endpoint without its query string or credentials, never the headers.
+    """
     request = urllib.request.Request(
         url,
         data=json.dumps(payload).encode(),
@@ -614,8 +653,14 @@ def post_json(url: str, headers: dict[str, str], payload: dict[str, Any]) -> str
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.read().decode("utf-8", errors="replace")
-    except (urllib.error.URLError, TimeoutError) as err:
-        raise CogsaeError(f"judge API call to {url} failed: {err}", field="judge") from err
+    except (urllib.error.URLError, TimeoutError, ValueError) as err:
+        if isinstance(err, urllib.error.HTTPError):
+            reason = f"HTTP {err.code} {err.reason}"
+        else:
+            reason = _scrub(str(getattr(err, "reason", err)), url)
+        raise CogsaeError(
+            f"judge API call to {redact_url(url)} failed: {reason}", field="judge"
+        ) from None
 
 
 class APIJudge:
@@ -642,8 +687,7 @@ class APIJudge:
     def __init__(
         self, url: str, model: str, key: str | None = None, transport: Transport = post_json
     ) -> None:
-        url = url.rstrip("/")
-        self.url = url if url.endswith("/chat/completions") else f"{url}/chat/completions"
+        self.url = chat_completions_url(url)
         self.model = model
         self.key = key
         self.transport = transport

@@ -16,7 +16,7 @@ from cogsae.corpus import iter_documents, iter_token_chunks, select_documents
 from cogsae.model import LoadedModel
 from cogsae.sae.data import cache_activations, shuffled_batches, typical_tokens
 from cogsae.sae.io import load_sae, save_sae
-from cogsae.sae.train import DeadLatentTracker, TrainConfig, train_sae
+from cogsae.sae.train import DeadLatentTracker, TrainConfig, _restore, train_sae
 
 
 @pytest.fixture()
@@ -142,7 +142,7 @@ def test_resume_after_interruption_matches_uninterrupted(one_thread: None, tmp_p
     checkpoint = tmp_path / "run.ckpt"
     with pytest.raises(KeyboardInterrupt):
         train_sae(interrupted, 16, config, checkpoint=checkpoint, progress=False)
-    assert torch.load(checkpoint, weights_only=False)["step"] == 10
+    assert _restore(checkpoint, config)["step"] == 10
     resumed, log = train_sae(
         batches_of(data, 64), 16, config, checkpoint=checkpoint, progress=False
     )

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from cogsae._io import atomic_path, cache_dir, stable_hash, write_json
 from cogsae.corpus import Subset, batch_chunks, iter_documents, iter_token_chunks, select_documents
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, model_fingerprint
 
 
 @dataclass
@@ -88,6 +88,7 @@ def cache_activations(
     identity = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
     settings = {
         "model": loaded.name,
+        "weights": model_fingerprint(loaded),
         "layer": loaded.layer,
         "dtype": str(loaded.dtype),
         "corpus": identity,

@@ -37,7 +37,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cogsae import __version__
-from cogsae._io import atomic_path
+from cogsae._io import atomic_path, files_fingerprint
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.base import ARCHITECTURES, SAE, SAEConfig
@@ -47,6 +47,10 @@ DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "default_sae"
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"
+SAE_FILES = frozenset(
+    {"cfg.json", SAELENS_WEIGHTS, SPARSIFY_WEIGHTS, "training.json", "metrics.json"}
+)
+"""Files an SAE folder written or read by cogsae may hold (`cogsae train-sae` replaces it)."""
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -130,6 +134,17 @@ def load_sae(path_or_name: str | Path, model: LoadedModel | None = None) -> SAE:
         check_compatible(sae, model, folder)
         sae.to(model.device)
     return sae.eval()
+
+
+def sae_files_fingerprint(path_or_name: str | Path) -> str:
+    """Content hash of an SAE folder's cfg.json and weights, without loading it (cached
+    per file size and mtime, see `cogsae._io.files_fingerprint`)."""
+    folder = DEFAULT_SAE_DIR if str(path_or_name) == "default" else Path(path_or_name)
+    files = [folder / name for name in ("cfg.json", SAELENS_WEIGHTS, SPARSIFY_WEIGHTS)]
+    present = [f for f in files if f.is_file()]
+    if not present:
+        raise CogsaeError("not an SAE folder (no cfg.json)", path=folder, field="sae")
+    return files_fingerprint(present)
 
 
 def check_compatible(sae: SAE, model: LoadedModel, where: str | Path = "SAE") -> None:

@@ -23,6 +23,7 @@ last 20% of steps, b_dec initialised at the mean of the first batch, dead-latent
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import time
@@ -36,7 +37,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cogsae._io import atomic_path, cache_dir, stable_hash, write_json
+from cogsae._io import (
+    cache_dir,
+    load_cache,
+    read_checked,
+    stable_hash,
+    write_checked,
+    write_json,
+)
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE, SAEConfig
@@ -344,16 +352,20 @@ class _Trainer:
 
 
 def _save(path: Path, config: TrainConfig, trainer: _Trainer) -> None:
-    with atomic_path(path) as tmp:
-        torch.save({"config": asdict(config), **trainer.state()}, tmp)
+    """Write a checkpoint atomically, behind a checksum (`cogsae._io.write_checked`)."""
+    buf = io.BytesIO()
+    torch.save({"config": asdict(config), **trainer.state()}, buf)
+    write_checked(path, buf.getvalue())
 
 
 def _restore(path: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it exists and was written with ``config``."""
-    if not path.is_file():
-        return None
-    state = torch.load(path, weights_only=False)
-    return state if state.get("config") == asdict(config) else None
+    """The checkpoint at ``path`` if it exists, checks out and was written with ``config``.
+
+    Read with ``weights_only=True`` (tensors and plain data, no code); a broken one is
+    reported in one line and training starts afresh.
+    """
+    state = load_cache(path, lambda p: torch.load(io.BytesIO(read_checked(p)), weights_only=True))
+    return state if isinstance(state, dict) and state.get("config") == asdict(config) else None
 
 
 @torch.no_grad()
