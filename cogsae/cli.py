@@ -97,20 +97,33 @@ def _window_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def validate(files: tuple[str, ...], model_name: str | None) -> None:
     """Check stimulus sets and print a summary of each.
 
-    Prints conditions, item counts, token lengths per condition with a test of whether
-    they differ, and checks that the window can be filled. Exits 2 on the first problem,
-    naming file, line and field.
+    Parses every file first (structure errors need no tokenizer), then prints conditions,
+    item counts, token lengths per condition with a test of whether they differ, and the
+    window, checking that it can be filled. Exits 2 on the first problem, naming file,
+    line and field.
     """
-    from cogsae.extract import Window, check_window_fillable
-    from cogsae.model import DEFAULT_MODEL, load_tokenizer
     from cogsae.stimuli import load_stimuli, summary_text
 
-    for path in files:
-        stimuli = load_stimuli(path)
-        tokenizer = load_tokenizer(model_name or stimuli.model.get("name", DEFAULT_MODEL))
+    sets = [load_stimuli(path) for path in files]  # structural errors first: no tokenizer yet
+
+    from cogsae.extract import MAX_WINDOW_SIZE, Window, check_window_fillable
+    from cogsae.model import DEFAULT_MODEL, load_tokenizer
+
+    tokenizers: dict[str, Any] = {}
+    for stimuli in sets:
+        name = model_name or stimuli.model.get("name", DEFAULT_MODEL)
+        if name not in tokenizers:
+            tokenizers[name] = load_tokenizer(name)
         window = Window.for_stimuli(stimuli)
-        check_window_fillable(tokenizer, stimuli, window)
-        click.echo(summary_text(stimuli, tokenizer))
+        check_window_fillable(tokenizers[name], stimuli, window)
+        click.echo(summary_text(stimuli, tokenizers[name]))
+        fitted = window.fit(tokenizers[name], stimuli)
+        how = (
+            "window.size of the set"
+            if window.size is not None
+            else f"no window.size: the longest item's length, at most {MAX_WINDOW_SIZE}"
+        )
+        click.echo(f"  window: {fitted.align}, {fitted.size} tokens ({how})")
 
 
 @main.command()
