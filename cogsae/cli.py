@@ -64,22 +64,37 @@ def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--dtype",
-            type=click.Choice(["bfloat16", "float32", "float16"]),
-            default="bfloat16",
+            type=click.Choice(["auto", "bfloat16", "float32", "float16"]),
+            default="auto",
             show_default=True,
-            help="Model precision (bf16 is ~2x faster on CPU).",
+            help="Model precision. auto: bfloat16 on CUDA and on CPUs with native bf16 "
+            "(AVX512-BF16/AMX), float32 elsewhere (emulated bf16 is ~100x slower there).",
         ),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
     ]
+
+    @functools.wraps(func)
+    def resolved(*args: Any, dtype: str, device: str, **kwargs: Any) -> Any:
+        from cogsae.model import dtype_name, resolve_dtype
+
+        chosen = dtype_name(resolve_dtype(dtype, device))
+        click.echo(
+            f"dtype: {chosen}" + (f" (auto on {device})" if dtype == "auto" else ""), err=True
+        )
+        return func(*args, dtype=chosen, device=device, **kwargs)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        resolved = option(resolved)
+    return resolved
 
 
 def _window_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--window/--window-size, overriding the set's window:."""
     func = click.option(
-        "--window-size", type=int, default=None, help="Window size N (default: the set's, else 16)."
+        "--window-size",
+        type=int,
+        default=None,
+        help="Window size N (default: the set's, else the longest item's length, at most 32).",
     )(func)
     return click.option(
         "--window",
