@@ -844,7 +844,7 @@ def sae_metrics_command(
     from pathlib import Path
 
     from cogsae._io import write_json
-    from cogsae.corpus import corpus_files
+    from cogsae.corpus import corpus_files, corpus_record
     from cogsae.model import DEFAULT_MODEL, load_model
     from cogsae.sae.io import DEFAULT_SAE_DIR, check_compatible, load_sae
     from cogsae.sae.metrics import sae_metrics
@@ -873,7 +873,7 @@ def sae_metrics_command(
         "sae": sae_name,
         "model": loaded.name,
         "layer": loaded.layer,
-        "corpus": [str(p) for p in paths],
+        "corpus": corpus_record(paths),
         "subset": subset,
         "context_length": context_length,
         "position_0_and_massive_tokens": "excluded from the statistics, unedited in the CE runs",

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cogsae._io import atomic_path, cache_dir, stable_hash, write_json
+from cogsae.corpus import corpus_record
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, dtype_name, resolve_dtype
 from cogsae.sae.base import SAE, SAEConfig
@@ -479,7 +480,7 @@ def train_sae_on_corpus(
             "config": asdict(config),
             "model": loaded.name,
             "layer": loaded.layer,
-            "corpus": [str(p) for p in corpus],
+            "corpus": corpus_record(corpus),
             "subset": "train",
             "context_length": context_length,
             "activation_cache": cache.folder.name,
