@@ -276,6 +276,13 @@ def test_default_sae_loads() -> None:
     assert (sae.cfg.d_in, sae.cfg.layer, sae.cfg.model_name) == (576, 15, "smollm2-135m")
     assert sae.decoder_directions.shape == (sae.cfg.d_sae, 576)
     assert sum(f.stat().st_size for f in DEFAULT_SAE_DIR.iterdir()) < 25e6
+    cfg = json.loads((DEFAULT_SAE_DIR / "cfg.json").read_text())
+    assert cfg["normalize_activations"] == "none" and cfg["dtype"] == "float16"
+    assert sae.cfg.norm_scale == 1.0  # the input scale is folded into the weights
+    for name in ("training.json", "metrics.json"):
+        corpus = json.loads((DEFAULT_SAE_DIR / name).read_text())["corpus"]
+        assert corpus == [{"name": "default.jsonl", "hash": corpus[0]["hash"]}]
+        assert len(corpus[0]["hash"]) == 16
 
 
 @pytest.mark.slow

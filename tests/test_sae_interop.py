@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from cogsae.errors import CogsaeError
 from cogsae.sae.base import SAE, SAEConfig
-from cogsae.sae.io import load_sae, save_sae
+from cogsae.sae.io import DEFAULT_SAE_DIR, load_sae, save_sae
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "saelens"
 CASES = ["standard", "topk", "topk_rescale_checkpoint", "topk_rescale_inference", "jumprelu"]
@@ -131,3 +131,19 @@ def test_saelens_reads_cogsae_folders_as_cogsae_does(
         ours = sae.encode(x)
         torch.testing.assert_close(theirs.encode(x), ours, atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(theirs.decode(ours), sae.decode(ours), atol=1e-3, rtol=1e-4)
+
+
+def test_saelens_reads_the_default_sae_as_cogsae_does() -> None:
+    """On inputs shaped like the SAE's data (its own reconstructions of random codes)."""
+    sae_lens = pytest.importorskip("sae_lens")
+    ours = load_sae("default")
+    theirs = sae_lens.SAE.load_from_disk(DEFAULT_SAE_DIR, dtype="float32")
+    gen = torch.Generator().manual_seed(7)
+    codes = torch.rand(256, ours.cfg.d_sae, generator=gen) * (
+        torch.rand(256, ours.cfg.d_sae, generator=gen) < 0.01
+    )
+    with torch.no_grad():
+        x = ours.decode(codes * 4)
+        f = ours.encode(x)
+        torch.testing.assert_close(theirs.encode(x), f, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(theirs.decode(f), ours.decode(f), atol=1e-3, rtol=1e-4)
