@@ -873,6 +873,7 @@ def sae_metrics_command(
         "sae": sae_name,
         "model": loaded.name,
         "layer": loaded.layer,
+        "dtype": dtype,
         "corpus": corpus_record(paths),
         "subset": subset,
         "context_length": context_length,

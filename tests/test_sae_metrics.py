@@ -14,7 +14,7 @@ from conftest import TINY_LAYER
 
 from cogsae.cli import main
 from cogsae.corpus import files_hash, iter_documents, iter_token_chunks
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, dtype_name, resolve_dtype
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import load_sae
 from cogsae.sae.metrics import sae_metrics
@@ -99,6 +99,7 @@ def test_train_sae_and_sae_metrics_commands(
     assert record["layer"] == TINY_LAYER and 0 < record["fraction_variance_explained"] <= 1
     assert {"l0", "mse", "dead_fraction", "ce_loss_recovered"} <= set(record)
     assert record["corpus"] == provenance
+    assert record["dtype"] == training["model_dtype"] == dtype_name(resolve_dtype("auto", "cpu"))
     too_many = ["--out", str(tmp_path / "x"), "--tokens", "10000000", "--quiet"]
     bad = CliRunner().invoke(main, ["train-sae", *common, *too_many])
     assert bad.exit_code == 2 and "training tokens" in bad.output

@@ -480,6 +480,7 @@ def train_sae_on_corpus(
             "config": asdict(config),
             "model": loaded.name,
             "layer": loaded.layer,
+            "model_dtype": dtype_name(loaded.dtype),
             "corpus": corpus_record(corpus),
             "subset": "train",
             "context_length": context_length,
