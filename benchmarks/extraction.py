@@ -8,6 +8,8 @@ Prints tokens/s, in one process on the same stimuli, of
               batches (the practical limit: no hook, no windowing),
   naive       one sentence at a time, fp32, full forward with output_hidden_states,
 and the ratios cogsae/truncated (target >= 0.9) and cogsae/naive (target >= 5).
+``ONEDNN_MAX_CPU_ISA=AVX2`` in the environment shows a CPU without native bf16 on one
+that has it ("auto" then runs float32).
 """
 
 from __future__ import annotations
