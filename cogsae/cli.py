@@ -780,7 +780,9 @@ def train_sae_command(
 ) -> None:
     """Train an SAE on layer-L activations of a corpus (resumable; see cogsae.sae.train).
 
-    Options left out take the TrainConfig defaults (topk, d_sae 8192, k 32, ...).
+    Options left out take the TrainConfig defaults (topk, d_sae 8192, k 64, ...). --dtype
+    is the model's precision (activation cache); the SAE's latent-selection product uses
+    bfloat16 only where this CPU runs it natively (TrainConfig.dtype "auto").
     Rerunning the same command after an interruption resumes the activation cache and
     the training checkpoint.
     """
