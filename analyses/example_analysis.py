@@ -28,7 +28,7 @@ parser.add_argument("--k", type=int, default=8)
 args = parser.parse_args()
 
 stimuli = load_stimuli(args.stimuli)
-model = load_model("smollm2-135m", layer=15, dtype="bfloat16", device="cpu")
+model = load_model("smollm2-135m", layer=15, dtype="auto", device="cpu")
 acts = extract_activations(stimuli, model, Window.for_stimuli(stimuli))
 
 labels, groups = stimuli.labels(), stimuli.groups()

@@ -1,11 +1,15 @@
 """Extraction throughput: cogsae against the practical limit and against the prior work's way.
 
 Prints tokens/s, in one process on the same stimuli, of
-  cogsae      extract_activations (bf16, batched by length, stops after block L, windows),
-  truncated   a bare bf16 forward of a copy of the model cut to blocks 0..L, same batches
-              (the practical limit: no hook, no windowing),
+  cogsae      extract_activations (--dtype, default "auto": bfloat16 where the hardware
+              runs it natively, else float32; batched by length, stops after block L,
+              windows),
+  truncated   a bare forward, same dtype, of a copy of the model cut to blocks 0..L, same
+              batches (the practical limit: no hook, no windowing),
   naive       one sentence at a time, fp32, full forward with output_hidden_states,
 and the ratios cogsae/truncated (target >= 0.9) and cogsae/naive (target >= 5).
+``ONEDNN_MAX_CPU_ISA=AVX2`` in the environment shows a CPU without native bf16 on one
+that has it ("auto" then runs float32).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import torch
 
 from cogsae.extract import Window, extract_activations
-from cogsae.model import load_model
+from cogsae.model import DTYPE_CHOICES, dtype_name, load_model, native_bf16
 from cogsae.stimuli import load_stimuli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,11 +44,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES)
     args = parser.parse_args()
     torch.set_grad_enabled(False)
 
     stimuli = load_stimuli(args.stimuli)
-    model = load_model(device=args.device)
+    model = load_model(dtype=args.dtype, device=args.device)
     window = Window.for_stimuli(stimuli)
     texts = stimuli.texts()
     n_tokens = sum(len(ids) for ids in model.tokenizer(texts)["input_ids"])
@@ -83,12 +88,13 @@ def main() -> None:
     }
     print(
         f"{len(texts)} items, {n_tokens} tokens, layer {model.layer}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads, dtype {dtype_name(model.dtype)} "
+        f"(--dtype {args.dtype}; native bf16: {native_bf16(args.device)})"
     )
     for name, value in rate.items():
         print(f"  {name:<10} {value:9.0f} tokens/s")
     print(
-        f"  cogsae / truncated bf16 forward = {rate['cogsae'] / rate['truncated']:.2f}x "
+        f"  cogsae / truncated forward      = {rate['cogsae'] / rate['truncated']:.2f}x "
         "(target >= 0.9)"
     )
     print(

@@ -2,13 +2,18 @@
 
 Both run in this process on the same synthetic activations (d_in 576, SmolLM2's width):
 - training: activations/s of TopK steps (forward, loss, backward, Adam, decoder
-  renormalisation). cogsae's step selects latents from a bfloat16 encoder product and
-  back-propagates through the k selected latents only (sparse matmuls); the reference
-  is the textbook dense version (scatter the top-k into a dense code, autograd).
+  renormalisation). cogsae's step selects latents from one encoder product in --dtype
+  ("auto": bfloat16 where the CPU has native bf16, else float32) and back-propagates
+  through the k selected latents only (sparse matmuls); the reference is the textbook
+  dense float32 version (scatter the top-k into a dense code, autograd).
 - encoding: seconds to encode 100k activations with `SAE.encode` (exact float32, what
   analyses use) against the reference encoder.
 
-Usage: python benchmarks/sae_training.py [--d-sae 8192] [--k 64] [--batch-size 1024] [--threads N]
+Usage: python benchmarks/sae_training.py [--d-sae 8192] [--k 64] [--batch-size 1024]
+       [--threads N] [--dtype auto|bfloat16|float32]
+
+On a CPU with native bf16, ``ONEDNN_MAX_CPU_ISA=AVX2`` in the environment makes torch run
+(and report) bf16 as a CPU without it does: emulated, ~50x slower than float32.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cogsae.model import native_bf16
 from cogsae.sae.train import TrainConfig, _init_sae, _Trainer
 
 
@@ -73,13 +79,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--encode", type=int, default=100_000, help="activations to encode")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--dtype", default="auto", help="latent-selection product precision")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, args.d_in) * 3 + torch.randn(args.d_in)
 
     config = TrainConfig(
-        d_sae=args.d_sae, k=args.k, batch_size=args.batch_size, n_tokens=10**9, dead_tokens=10**9
+        d_sae=args.d_sae,
+        k=args.k,
+        batch_size=args.batch_size,
+        n_tokens=10**9,
+        dead_tokens=10**9,
+        dtype=args.dtype,
     )
     trainer = _Trainer(_init_sae(x, args.d_in, config, {}), config)
     reference = ReferenceTopK(args.d_in, args.d_sae, args.k)
@@ -101,7 +113,8 @@ def main() -> None:
 
     print(
         f"TopK SAE d_in={args.d_in} d_sae={args.d_sae} k={args.k} batch={args.batch_size} "
-        f"threads={args.threads}"
+        f"threads={args.threads} selection dtype={config.dtype} "
+        f"(native CPU bf16: {native_bf16('cpu')})"
     )
     print(f"{'':34}{'cogsae':>12}{'reference':>12}{'ratio':>8}")
     print(

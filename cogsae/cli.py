@@ -70,22 +70,37 @@ def _model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--dtype",
-            type=click.Choice(["bfloat16", "float32", "float16"]),
-            default="bfloat16",
+            type=click.Choice(["auto", "bfloat16", "float32", "float16"]),
+            default="auto",
             show_default=True,
-            help="Model precision (bf16 is ~2x faster on CPU).",
+            help="Model precision. auto: bfloat16 on CUDA and on CPUs with native bf16 "
+            "(AVX512-BF16/AMX), float32 elsewhere (emulated bf16 is ~100x slower there).",
         ),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
     ]
+
+    @functools.wraps(func)
+    def resolved(*args: Any, dtype: str, device: str, **kwargs: Any) -> Any:
+        from cogsae.model import dtype_name, resolve_dtype
+
+        chosen = dtype_name(resolve_dtype(dtype, device))
+        click.echo(
+            f"dtype: {chosen}" + (f" (auto on {device})" if dtype == "auto" else ""), err=True
+        )
+        return func(*args, dtype=chosen, device=device, **kwargs)
+
     for option in reversed(options):
-        func = option(func)
-    return func
+        resolved = option(resolved)
+    return resolved
 
 
 def _window_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--window/--window-size, overriding the set's window:."""
     func = click.option(
-        "--window-size", type=int, default=None, help="Window size N (default: the set's, else 16)."
+        "--window-size",
+        type=int,
+        default=None,
+        help="Window size N (default: the set's, else the longest item's length, at most 32).",
     )(func)
     return click.option(
         "--window",
@@ -111,24 +126,37 @@ def _window_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def validate(files: tuple[str, ...], model_name: str | None, groups_out: str | None) -> None:
     """Check stimulus sets and print a summary of each.
 
-    Prints conditions, item counts, token lengths per condition with a test of whether
-    they differ, and checks that the window can be filled. A set without groups whose
-    items look paired across conditions gets a warning. Exits 2 on the first problem,
-    naming file, line and field.
+    Parses every file first (structure errors need no tokenizer), then prints conditions,
+    item counts, token lengths per condition with a test of whether they differ, and the
+    window, checking that it can be filled. A set without groups whose items look paired
+    across conditions gets a warning. Exits 2 on the first problem, naming file, line and
+    field.
     """
-    from cogsae.design import find_pairs, write_grouped
-    from cogsae.extract import Window, check_window_fillable
-    from cogsae.model import DEFAULT_MODEL, load_tokenizer
     from cogsae.stimuli import load_stimuli, summary_text
 
     if groups_out and len(files) > 1:
         raise CogsaeError("--write-groups takes a single FILE", field="--write-groups")
-    for path in files:
-        stimuli = load_stimuli(path)
-        tokenizer = load_tokenizer(model_name or stimuli.model.get("name", DEFAULT_MODEL))
+    sets = [load_stimuli(path) for path in files]  # structural errors first: no tokenizer yet
+
+    from cogsae.design import find_pairs, write_grouped
+    from cogsae.extract import MAX_WINDOW_SIZE, Window, check_window_fillable
+    from cogsae.model import DEFAULT_MODEL, load_tokenizer
+
+    tokenizers: dict[str, Any] = {}
+    for stimuli in sets:
+        name = model_name or stimuli.model.get("name", DEFAULT_MODEL)
+        if name not in tokenizers:
+            tokenizers[name] = load_tokenizer(name)
         window = Window.for_stimuli(stimuli)
-        check_window_fillable(tokenizer, stimuli, window)
-        click.echo(summary_text(stimuli, tokenizer))
+        check_window_fillable(tokenizers[name], stimuli, window)
+        click.echo(summary_text(stimuli, tokenizers[name]))
+        fitted = window.fit(tokenizers[name], stimuli)
+        how = (
+            "window.size of the set"
+            if window.size is not None
+            else f"no window.size: the longest item's length, at most {MAX_WINDOW_SIZE}"
+        )
+        click.echo(f"  window: {fitted.align}, {fitted.size} tokens ({how})")
         advice = find_pairs(stimuli).message() if stimuli.groups() is None else None
         if advice:
             click.echo(f"  warning: {advice}")
@@ -797,7 +825,9 @@ def train_sae_command(
 ) -> None:
     """Train an SAE on layer-L activations of a corpus (resumable; see cogsae.sae.train).
 
-    Options left out take the TrainConfig defaults (topk, d_sae 8192, k 32, ...).
+    Options left out take the TrainConfig defaults (topk, d_sae 8192, k 64, ...). --dtype
+    is the model's precision (activation cache); the SAE's latent-selection product uses
+    bfloat16 only where this CPU runs it natively (TrainConfig.dtype "auto").
     Rerunning the same command after an interruption resumes the activation cache and
     the training checkpoint.
     """
@@ -864,7 +894,7 @@ def sae_metrics_command(
     from pathlib import Path
 
     from cogsae._io import write_json
-    from cogsae.corpus import corpus_files
+    from cogsae.corpus import corpus_files, corpus_record
     from cogsae.model import DEFAULT_MODEL, load_model
     from cogsae.sae.io import DEFAULT_SAE_DIR, check_compatible, load_sae
     from cogsae.sae.metrics import sae_metrics
@@ -893,7 +923,8 @@ def sae_metrics_command(
         "sae": sae_name,
         "model": loaded.name,
         "layer": loaded.layer,
-        "corpus": [str(p) for p in paths],
+        "dtype": dtype,
+        "corpus": corpus_record(paths),
         "subset": subset,
         "context_length": context_length,
         "position_0_and_massive_tokens": "excluded from the statistics, unedited in the CE runs",

@@ -265,8 +265,16 @@ def corpus_files(corpus: Sequence[str | Path] = ()) -> list[Path]:
 
 
 def files_hash(paths: Sequence[Path]) -> str:
-    """Content hash of the corpus files, in order."""
+    """Content hash of the corpus files, in order (first 16 hex digits of their sha256)."""
     digest = hashlib.sha256()
     for path in paths:
-        digest.update(path.read_bytes())
+        with Path(path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def corpus_record(paths: Sequence[str | Path]) -> list[dict[str, str]]:
+    """Provenance of corpus files for results: file name and content hash (`files_hash`),
+    never the local path, so records compare across machines."""
+    return [{"name": Path(p).name, "hash": files_hash([Path(p)])} for p in paths]

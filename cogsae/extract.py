@@ -9,7 +9,7 @@ item cannot fill are masked, never zero-padded into statistics.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, model_fingerprint
 from cogsae.stimuli import WINDOW_ALIGNS, Item, StimulusSet
 
+MAX_WINDOW_SIZE = 32
+"""Cap of the default window size (the longest item's length) when a set gives none."""
+
 
 @dataclass(frozen=True)
 class Window:
@@ -37,13 +40,15 @@ class Window:
 
     Attributes:
         align: "start", "end", "center" or "target" (around the item's ``target`` substring).
-        size: N, the number of window slots.
+        size: N, the number of window slots; None fits the set (`fit`): the longest item's
+            length in readable positions, at most `MAX_WINDOW_SIZE`. Slots a shorter item
+            lacks are masked, never padded, so fitting loses nothing.
         include_first: also allow position 0 (BOS / first token); off by default because
             its activation norm is orders of magnitude above the rest.
     """
 
     align: str = "start"
-    size: int = 16
+    size: int | None = None
     include_first: bool = False
 
     def __post_init__(self) -> None:
@@ -52,7 +57,7 @@ class Window:
                 f"unknown window align {self.align!r}; choose from {', '.join(WINDOW_ALIGNS)}",
                 field="window.align",
             )
-        if self.size < 1:
+        if self.size is not None and self.size < 1:
             raise CogsaeError("window size must be >= 1", field="window.size")
 
     @classmethod
@@ -60,6 +65,16 @@ class Window:
         """The set's own window (YAML ``window:``), with non-None ``overrides`` on top."""
         spec = {**stimuli.window, **{k: v for k, v in overrides.items() if v is not None}}
         return cls(**spec)
+
+    def fit(self, tokenizer: PreTrainedTokenizerBase, stimuli: StimulusSet) -> Window:
+        """This window with a size: its own, else the longest item's (main and test items,
+        so both splits share one shape) readable positions, at most `MAX_WINDOW_SIZE`."""
+        if self.size is not None:
+            return self
+        first = 0 if self.include_first else 1
+        texts = [it.text for it in stimuli.items + stimuli.test_items]
+        longest = max(len(ids) for ids in tokenizer(texts)["input_ids"]) - first
+        return replace(self, size=max(1, min(longest, MAX_WINDOW_SIZE)))
 
 
 def window_positions(
@@ -74,6 +89,8 @@ def window_positions(
     """
     first = 0 if window.include_first else 1
     size = window.size
+    if size is None:
+        raise ValueError("window has no size: fit it to the set first (Window.fit)")
     if window.align == "start":
         begin = first
     elif window.align == "end":
@@ -130,12 +147,15 @@ def check_window_fillable(
 
     An item longer than the model's context (`context_length`) is an error too: it is
     refused here rather than truncated, so no reported number silently stops reading
-    part of an item.
+    part of an item. A ``window`` without a size is fitted to the set first
+    (`Window.fit`); only a size the user gave can be too large.
     """
     check_context(tokenizer, stimuli)
+    given = window.size is not None
+    window = window.fit(tokenizer, stimuli)
     _, slots = tokenize_items(tokenizer, stimuli.items, window)
     valid = (slots >= 0).sum(axis=1)
-    if valid.max() < window.size:
+    if given and valid.max() < window.size:
         raise CogsaeError(
             f"no item can fill a {window.align} window of {window.size} tokens "
             f"(longest item gives {valid.max()} positions); set window.size in the YAML "
@@ -241,14 +261,15 @@ def extract_activations(
     Args:
         stimuli: the validated set.
         model: the loaded model (its ``layer`` is read).
-        window: defaults to the set's own window, else start/16.
+        window: defaults to the set's own window; a window without a size is fitted to the
+            set (`Window.fit`).
         test: extract the held-out ``test:`` items instead of the main items.
 
     Returns:
         Activations with values [items, size, d_model] float32, mask [items, size] and the
         token strings of each item's valid slots.
     """
-    window = window or Window.for_stimuli(stimuli)
+    window = (window or Window.for_stimuli(stimuli)).fit(model.tokenizer, stimuli)
     items = stimuli.test_items if test else stimuli.items
     if not items:
         raise CogsaeError("the set has no test: section", path=stimuli.path, field="test")

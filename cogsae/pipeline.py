@@ -62,8 +62,10 @@ from cogsae.extract import Window, check_window_fillable, extract_activations
 from cogsae.model import (
     DEFAULT_MODEL,
     LoadedModel,
+    dtype_name,
     load_model,
     load_tokenizer,
+    resolve_dtype,
     resolve_model,
     source_fingerprint,
 )
@@ -97,11 +99,14 @@ class RunConfig:
         stimuli: path of the stimulus YAML.
         model: model name or path; None = the set's ``model.name``, else the default.
         layer: decoder block L; None = the set's ``model.layer``, else the middle block.
-        dtype: model precision for extraction.
+        dtype: model precision for extraction; "auto" (default) is resolved on creation
+            for ``device`` (`cogsae.model.resolve_dtype`), so the run key and results record
+            the dtype actually used.
         device: "cpu" or "cuda[:N]".
         sae: SAE folder, "default" (the shipped one) or "none" (raw space only).
         window_align: window alignment; None = the set's, else "start".
-        window_size: window size; None = the set's, else 16.
+        window_size: window size; None = the set's, else fitted to the items
+            (`cogsae.extract.Window.fit`).
         k: units per ensemble; the first value is the main analysis (with permutations),
             further values give the AUROC-vs-k curve (no permutations).
         methods: selection methods to compare.
@@ -129,7 +134,7 @@ class RunConfig:
     stimuli: str
     model: str | None = None
     layer: int | None = None
-    dtype: str = "bfloat16"
+    dtype: str = "auto"
     device: str = "cpu"
     sae: str = "default"
     window_align: str | None = None
@@ -151,6 +156,7 @@ class RunConfig:
     figures: bool = True
 
     def __post_init__(self) -> None:
+        self.dtype = dtype_name(resolve_dtype(self.dtype, self.device))
         if not self.k or min(self.k) < 1:
             raise CogsaeError("k must be one or more positive integers", field="--k")
         unknown = set(self.methods) - set(SELECTION_METHODS)
@@ -639,6 +645,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         "cogsae": __version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "dtype": config.dtype,
         "run_key": run.key,
         "timings_s": run.timings,
     }

@@ -46,7 +46,7 @@ def tiny_model(tokenizer) -> LoadedModel:
 @pytest.fixture(scope="session")
 def default_model(default_model_path: Path) -> LoadedModel:
     """The real SmolLM2-135M-Instruct at layer 15, bf16 (slow tests only)."""
-    loaded = load_model(str(default_model_path))
+    loaded = load_model(str(default_model_path), dtype="bfloat16")
     loaded.name = DEFAULT_MODEL
     return loaded
 

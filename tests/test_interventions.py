@@ -228,7 +228,7 @@ def test_cli_commands_end_to_end(
     gen = ["clamp", *common, "--max-new-tokens", "6", "--prompt", "The team"]
     clamped = run(main, [*gen, "--feature", "5=40"])
     assert clamped.exit_code == 0, clamped.output
-    without, with_ = clamped.output.splitlines()[1:3]
+    without, with_ = clamped.stdout.splitlines()[1:3]  # stderr has the dtype line
     assert with_.startswith("  with feature 5=40: ")
     assert without.split(": ", 1)[1] != with_.split(": ", 1)[1]
     steered = run(main, [*gen, "--steer", "unit:3=0.5x"])

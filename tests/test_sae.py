@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
@@ -75,21 +76,50 @@ def test_config_validation() -> None:
 
 @pytest.mark.parametrize("fields", ARCHS, ids=lambda f: f["architecture"])
 def test_save_load_round_trip(tmp_path: Path, fields: dict) -> None:
+    """The input scale is folded into the saved weights (normalize_activations none), so
+    the folder loads back unscaled and encodes and decodes the same."""
     sae = random_sae(norm_scale=0.5, model_name="tiny", layer=2, context_size=64, **fields)
     save_sae(sae, tmp_path / "sae")
     loaded = load_sae(tmp_path / "sae")
-    assert loaded.cfg == sae.cfg
+    assert loaded.cfg == replace(sae.cfg, norm_scale=1.0)
     x = inputs()
     with torch.no_grad():
-        assert torch.equal(loaded.encode(x), sae.encode(x))
-        assert torch.equal(loaded(x), sae(x))
+        f = sae.encode(x)
+        torch.testing.assert_close(loaded.encode(x), f, atol=1e-5, rtol=1e-5)
+        assert torch.equal(loaded.encode(x) > 0, f > 0)
+        torch.testing.assert_close(loaded(x), sae(x), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(loaded.decoder_directions, sae.decoder_directions)
     cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
     assert cfg["hook_name"] == "blocks.2.hook_resid_post" and cfg["hook_layer"] == 2
-    assert cfg["norm_scaling_factor"] == 0.5
-    assert cfg["normalize_activations"] == "expected_average_only_in"
+    assert cfg["normalize_activations"] == "none" and "norm_scaling_factor" not in cfg
+    weights = load_file(tmp_path / "sae" / "sae_weights.safetensors")
+    torch.testing.assert_close(weights["W_enc"], sae.W_enc.detach() * 0.5)
+    torch.testing.assert_close(weights["b_dec"], sae.b_dec.detach() / 0.5)
     save_sae(sae, tmp_path / "half", dtype="float16")
     with torch.no_grad():
         assert torch.allclose(load_sae(tmp_path / "half")(x), sae(x), atol=2e-2, rtol=1e-2)
+
+
+def test_legacy_cogsae_folder_keeps_its_scale(tmp_path: Path) -> None:
+    """Folders written before the scale was folded (normalize_activations
+    expected_average_only_in + norm_scaling_factor) still load with their scale."""
+    t = saelens_tensors()
+    cfg = {
+        "architecture": "standard",
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "apply_b_dec_to_input": False,
+        "normalize_activations": "expected_average_only_in",
+        "norm_scaling_factor": 0.25,
+    }
+    sae = load_sae(saelens_folder(tmp_path / "old", cfg, t))
+    assert sae.cfg.norm_scale == 0.25
+    x = inputs()
+    expected = (x * 0.25 @ t["W_enc"] + t["b_enc"]).relu()
+    torch.testing.assert_close(sae.encode(x), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        sae.decode(expected), (expected @ t["W_dec"] + t["b_dec"]) / 0.25, atol=1e-4, rtol=1e-4
+    )
 
 
 def saelens_folder(path: Path, cfg: dict, tensors: dict[str, torch.Tensor]) -> Path:
@@ -246,6 +276,13 @@ def test_default_sae_loads() -> None:
     assert (sae.cfg.d_in, sae.cfg.layer, sae.cfg.model_name) == (576, 15, "smollm2-135m")
     assert sae.decoder_directions.shape == (sae.cfg.d_sae, 576)
     assert sum(f.stat().st_size for f in DEFAULT_SAE_DIR.iterdir()) < 25e6
+    cfg = json.loads((DEFAULT_SAE_DIR / "cfg.json").read_text())
+    assert cfg["normalize_activations"] == "none" and cfg["dtype"] == "float16"
+    assert sae.cfg.norm_scale == 1.0  # the input scale is folded into the weights
+    for name in ("training.json", "metrics.json"):
+        corpus = json.loads((DEFAULT_SAE_DIR / name).read_text())["corpus"]
+        assert corpus == [{"name": "default.jsonl", "hash": corpus[0]["hash"]}]
+        assert len(corpus[0]["hash"]) == 16
 
 
 @pytest.mark.slow

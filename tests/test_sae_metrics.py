@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import TINY_LAYER
 
 from cogsae.cli import main
-from cogsae.corpus import iter_documents, iter_token_chunks
-from cogsae.model import LoadedModel
+from cogsae.corpus import files_hash, iter_documents, iter_token_chunks
+from cogsae.model import LoadedModel, dtype_name, resolve_dtype
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import load_sae
 from cogsae.sae.metrics import sae_metrics
@@ -88,12 +88,18 @@ def test_train_sae_and_sae_metrics_commands(
     assert (sae.cfg.model_name, sae.cfg.layer, sae.cfg.context_size) == ("tiny-llama", 1, 32)
     training = json.loads((out / "training.json").read_text())
     assert training["config"]["n_tokens"] == 2000 and training["log"]
+    assert training["config"]["dtype"] in ("bfloat16", "float32")  # resolved, not "auto"
+    provenance = [{"name": corpus.name, "hash": files_hash([corpus])}]
+    assert training["corpus"] == provenance  # by name and content, not by local path
+    assert str(corpus.parent) not in (out / "training.json").read_text()
     metrics = ["sae-metrics", str(out), *common, "--tokens", "300", "--subset", "all", "--quiet"]
     result = CliRunner().invoke(main, metrics)
     assert result.exit_code == 0, result.output
     record = json.loads((out / "metrics.json").read_text())
     assert record["layer"] == TINY_LAYER and 0 < record["fraction_variance_explained"] <= 1
     assert {"l0", "mse", "dead_fraction", "ce_loss_recovered"} <= set(record)
+    assert record["corpus"] == provenance
+    assert record["dtype"] == training["model_dtype"] == dtype_name(resolve_dtype("auto", "cpu"))
     too_many = ["--out", str(tmp_path / "x"), "--tokens", "10000000", "--quiet"]
     bad = CliRunner().invoke(main, ["train-sae", *common, *too_many])
     assert bad.exit_code == 2 and "training tokens" in bad.output

@@ -3,7 +3,6 @@ the activation cache and shuffle buffer."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from cogsae.corpus import iter_documents, iter_token_chunks, select_documents
 from cogsae.model import LoadedModel
@@ -80,17 +80,19 @@ def test_normalisation_scale_is_estimated_stored_and_applied(
     sae, _ = train_sae(batches_of(data, 256), 32, config, progress=False)
     expected = math.sqrt(32) / float(data[:1024].norm(dim=-1).mean())
     assert sae.cfg.norm_scale == pytest.approx(expected, rel=1e-5)
-    save_sae(sae, tmp_path / "sae")
-    stored = json.loads((tmp_path / "sae" / "cfg.json").read_text())["norm_scaling_factor"]
-    assert stored == pytest.approx(expected, rel=1e-6)
+    save_sae(sae, tmp_path / "sae")  # the scale is folded into the saved weights
+    stored = load_file(tmp_path / "sae" / "sae_weights.safetensors")
+    torch.testing.assert_close(stored["W_enc"], sae.W_enc.detach() * expected)
     loaded = load_sae(tmp_path / "sae")
     x = data[:100]
-    pre = (x * stored) @ loaded.W_enc + loaded.b_enc
-    top = pre.topk(4, dim=-1)
     with torch.no_grad():
+        pre = (x * expected) @ sae.W_enc + sae.b_enc
+        top = pre.topk(4, dim=-1)
         f = loaded.encode(x)
-        assert torch.allclose(f, torch.zeros_like(pre).scatter_(-1, top.indices, top.values.relu()))
-        assert torch.allclose(loaded.decode(f), (f @ loaded.W_dec + loaded.b_dec) / stored)
+        torch.testing.assert_close(
+            f, torch.zeros_like(pre).scatter_(-1, top.indices, top.values.relu())
+        )
+        torch.testing.assert_close(loaded.decode(f), (f @ sae.W_dec + sae.b_dec) / expected)
 
 
 def test_dead_latent_tracker() -> None:

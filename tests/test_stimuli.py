@@ -11,8 +11,8 @@ from conftest import write
 
 from cogsae.cli import main
 from cogsae.errors import CogsaeError
-from cogsae.extract import Window, check_window_fillable
-from cogsae.stimuli import load_stimuli
+from cogsae.extract import MAX_WINDOW_SIZE, Window, check_window_fillable
+from cogsae.stimuli import Item, load_stimuli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -200,3 +200,55 @@ def test_cli_validate_summary(tmp_path: Path, default_model_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "n=  4" in result.output and "test=  1" in result.output
     assert "Welch t" in result.output
+
+
+def test_cli_validate_parses_before_loading_a_tokenizer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A malformed file is reported from parsing alone: no tokenizer is loaded (that takes
+    seconds), also when a well-formed file comes first."""
+    import cogsae.model
+
+    def no_tokenizer(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("tokenizer loaded before the files were parsed")
+
+    monkeypatch.setattr(cogsae.model, "load_tokenizer", no_tokenizer)
+    good = write(tmp_path, SHORT, "good.yaml")
+    bad = write(tmp_path, f"conditions:\n  a: {FOUR}\n  b: {FOUR_B}\ncolour: red\n", "bad.yaml")
+    result = CliRunner().invoke(main, ["validate", str(good), str(bad)])
+    assert result.exit_code == 2, result.output
+    assert f"{bad}:4 [colour]" in result.output and "Traceback" not in result.output
+
+
+SHORT_NO_WINDOW = """\
+conditions:
+  win: ["We won.", "She passed.", "They closed the deal.", "He won it."]
+  lose: ["We lost.", "She failed.", "They lost the deal.", "He lost it."]
+"""
+
+
+def test_window_without_size_fits_the_longest_item(tmp_path: Path, tokenizer) -> None:
+    """No window: in a set of sentences shorter than 16 tokens: the window is the longest
+    item's length (minus position 0), so the set validates; a given size still errors."""
+    stim = load_stimuli(write(tmp_path, SHORT_NO_WINDOW))
+    window = Window.for_stimuli(stim)
+    assert window.size is None
+    longest = max(len(ids) for ids in tokenizer(stim.texts())["input_ids"])
+    assert longest - 1 < 16
+    assert window.fit(tokenizer, stim) == Window("start", longest - 1)
+    valid = check_window_fillable(tokenizer, stim, window)
+    assert valid.max() == longest - 1
+    with pytest.raises(CogsaeError, match="no item can fill"):
+        check_window_fillable(tokenizer, stim, Window("start", 16))
+    long_text = " ".join(["word"] * 60)
+    stim.test_items = [Item(long_text, {"condition": "win"})]
+    assert window.fit(tokenizer, stim).size == MAX_WINDOW_SIZE
+
+
+def test_cli_validate_reports_the_fitted_window(tmp_path: Path, default_model_path: Path) -> None:
+    path = write(tmp_path, SHORT_NO_WINDOW)
+    result = CliRunner().invoke(main, ["validate", str(path), "--model", str(default_model_path)])
+    assert result.exit_code == 0, result.output
+    assert "window: start, 4 tokens (no window.size: the longest item's length, at most 32)" in (
+        result.output
+    )

@@ -5,18 +5,22 @@ cogsae writes the SAELens on-disk layout: a folder with ``cfg.json`` and
 ``W_dec`` [d_sae, d_in], ``b_dec`` [d_in] (and ``threshold`` [d_sae] for jumprelu).
 cfg.json carries the SAELens fields (architecture, d_in, d_sae, k, dtype, model_name,
 hook_name "blocks.{L}.hook_resid_post", hook_layer, apply_b_dec_to_input,
-normalize_activations, context_size, plus the nested ``metadata`` of SAELens >= 6) and
-``norm_scaling_factor``, the input scale of the April-update normalisation. SAELens
-itself folds that factor into the weights only for its pretrained registry, so a
-SAELens user loading a cogsae folder with ``normalize_activations ==
-"expected_average_only_in"`` should call ``sae.fold_activation_norm_scaling_factor(
-cfg["norm_scaling_factor"])``; cogsae applies it itself.
+normalize_activations "none", context_size, plus the nested ``metadata`` of SAELens >= 6).
+The input scale s of the April-update normalisation is folded into the weights on saving
+(``W_enc * s``, ``W_dec / s``, ``b_dec / s``; ``b_enc`` and ``threshold`` unchanged), so
+SAELens (which ignores ``norm_scaling_factor`` in a folder) computes the same encodings.
 
 `load_sae` reads:
 - SAELens folders: "standard", "topk" (SAELens >= 6 ``k``, or older
   ``activation_fn_str == "topk"`` with ``activation_fn_kwargs.k``) and "jumprelu"
   (``threshold`` or ``log_threshold``), flat or nested (``metadata`` / ``meta``) cfg;
-  "blocks.{L}.hook_resid_pre" is read as layer L-1 (the same tensor).
+  "blocks.{L}.hook_resid_pre" is read as layer L-1 (the same tensor). TopK folders with
+  ``rescale_acts_by_decoder_norm`` (what SAELens's trainer writes) are read with the
+  decoder row norms folded in, as SAELens does: ``W_enc * n``, ``b_enc * n``, ``W_dec / n``.
+  Older cogsae folders (``normalize_activations: expected_average_only_in`` with
+  ``norm_scaling_factor``) keep their scale. Any other value of a field that changes the
+  computation (per-token normalisation, head hooks, non-residual hooks, fine-tuning
+  scale, other activations) is refused rather than read wrongly.
 - sparsify folders: ``cfg.json`` (``d_in``, ``k``, ``num_latents`` or
   ``expansion_factor``, ``activation == "topk"``) and ``sae.safetensors`` with
   ``encoder.weight`` [d_sae, d_in], ``encoder.bias``, ``W_dec`` [d_sae, d_in], ``b_dec``;
@@ -56,7 +60,12 @@ _HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)$")
 
 
 def save_sae(sae: SAE, folder: str | Path, dtype: str = "float32") -> Path:
-    """Write ``sae`` as a SAELens folder (cfg.json + sae_weights.safetensors), atomically."""
+    """Write ``sae`` as a SAELens folder (cfg.json + sae_weights.safetensors), atomically.
+
+    The input scale is folded into the weights (module doc), so the folder says
+    ``normalize_activations: none`` and loads back with ``norm_scale`` 1.0 and the same
+    encodings (up to float rounding).
+    """
     if dtype not in _DTYPES:
         raise CogsaeError(f"unknown dtype {dtype!r}; choose from {sorted(_DTYPES)}", field="dtype")
     cfg = sae.cfg
@@ -76,8 +85,7 @@ def save_sae(sae: SAE, folder: str | Path, dtype: str = "float32") -> Path:
         **meta,
         "hook_head_index": None,
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
-        "normalize_activations": "none" if cfg.norm_scale == 1.0 else "expected_average_only_in",
-        "norm_scaling_factor": cfg.norm_scale,
+        "normalize_activations": "none",
         "activation_fn_str": "topk" if cfg.architecture == "topk" else "relu",
         "metadata": meta,
         "cogsae_version": __version__,
@@ -85,9 +93,11 @@ def save_sae(sae: SAE, folder: str | Path, dtype: str = "float32") -> Path:
     if cfg.architecture == "topk":
         record["k"] = cfg.k
         record["activation_fn_kwargs"] = {"k": cfg.k}
+        record["rescale_acts_by_decoder_norm"] = False
+    state = {name: p.detach().to("cpu", torch.float32) for name, p in sae.named_parameters()}
     tensors = {
-        name: p.detach().to("cpu", _DTYPES[dtype]).contiguous()
-        for name, p in sae.named_parameters()
+        name: t.to(_DTYPES[dtype]).contiguous()
+        for name, t in _fold_input_scale(state, cfg.norm_scale).items()
     }
     folder = Path(folder)
     with atomic_path(folder) as tmp:
@@ -180,7 +190,8 @@ def _read_saelens(
     meta = {**raw, **(raw.get("metadata") or raw.get("meta") or {})}
     architecture = raw.get("architecture", "standard")
     k = raw.get("k")
-    if raw.get("activation_fn_str") == "topk":
+    activation = raw.get("activation_fn_str") or "relu"
+    if activation == "topk":
         architecture = "topk"
         k = k or (raw.get("activation_fn_kwargs") or {}).get("k")
     if architecture not in ARCHITECTURES:
@@ -189,15 +200,22 @@ def _read_saelens(
             path=cfg_path,
             field="architecture",
         )
-    normalize = raw.get("normalize_activations", "none")
-    if normalize not in ("none", "expected_average_only_in"):
+    _refuse_unsupported(raw, meta, activation, architecture, cfg_path)
+    normalize = raw.get("normalize_activations") or "none"
+    factor = raw.get("norm_scaling_factor")
+    if normalize == "expected_average_only_in" and not (
+        isinstance(factor, int | float) and factor > 0
+    ):
         raise CogsaeError(
-            f"unsupported normalize_activations {normalize!r} (per-token normalisation)",
+            "unsupported: normalize_activations expected_average_only_in without a positive "
+            "norm_scaling_factor (fold the factor into the weights)",
             path=cfg_path,
-            field="normalize_activations",
+            field="norm_scaling_factor",
         )
     if "log_threshold" in state:
         state["threshold"] = state.pop("log_threshold").exp()
+    if raw.get("rescale_acts_by_decoder_norm") and {"W_enc", "b_enc", "W_dec"} <= set(state):
+        state = _fold_decoder_norms(state)
     cfg = _config(
         cfg_path,
         architecture=architecture,
@@ -205,12 +223,85 @@ def _read_saelens(
         d_sae=raw.get("d_sae"),
         k=int(k) if architecture == "topk" and k is not None else None,
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
-        norm_scale=float(raw.get("norm_scaling_factor") or 1.0),
+        norm_scale=float(factor) if normalize == "expected_average_only_in" else 1.0,
         model_name=meta.get("model_name"),
         layer=_layer(meta.get("hook_name"), meta.get("hook_layer")),
         context_size=meta.get("context_size"),
     )
     return cfg, state
+
+
+def _refuse_unsupported(
+    raw: dict[str, Any], meta: dict[str, Any], activation: str, architecture: str, cfg_path: Path
+) -> None:
+    """CogsaeError for a SAELens cfg value whose computation cogsae does not implement."""
+    hook = meta.get("hook_name") or ""
+    problems = [
+        (
+            activation not in ("relu", "topk"),
+            "activation_fn_str",
+            f"activation {activation!r} (cogsae implements relu and topk)",
+        ),
+        (
+            (raw.get("normalize_activations") or "none")
+            not in ("none", "expected_average_only_in"),
+            "normalize_activations",
+            f"normalize_activations {raw.get('normalize_activations')!r} (cogsae implements "
+            "none and expected_average_only_in with a norm_scaling_factor)",
+        ),
+        (
+            bool(raw.get("rescale_acts_by_decoder_norm")) and architecture != "topk",
+            "rescale_acts_by_decoder_norm",
+            f"rescale_acts_by_decoder_norm on a {architecture} SAE (defined for topk)",
+        ),
+        (
+            meta.get("hook_head_index") is not None,
+            "hook_head_index",
+            "an SAE on one attention head (hook_head_index)",
+        ),
+        (
+            (raw.get("reshape_activations") or "none") != "none",
+            "reshape_activations",
+            f"reshape_activations {raw.get('reshape_activations')!r}",
+        ),
+        (
+            bool(raw.get("finetuning_scaling_factor")),
+            "finetuning_scaling_factor",
+            "a fine-tuning scaling factor",
+        ),
+        (
+            hook.startswith("blocks.") and _HOOK.match(hook) is None,
+            "hook_name",
+            f"hook {hook!r}: cogsae reads the residual stream (hook_resid_post / _pre)",
+        ),
+    ]
+    for bad, field, what in problems:
+        if bad:
+            raise CogsaeError(f"unsupported: {what}", path=cfg_path, field=field)
+
+
+def _fold_input_scale(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
+    """Weights of the same SAE for unscaled inputs: W_enc [d_in, d_sae] * s, W_dec
+    [d_sae, d_in] / s, b_dec [d_in] / s; b_enc and threshold unchanged (see `SAE`)."""
+    return {
+        **state,
+        "W_enc": state["W_enc"] * scale,
+        "W_dec": state["W_dec"] / scale,
+        "b_dec": state["b_dec"] / scale,
+    }
+
+
+def _fold_decoder_norms(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SAELens ``rescale_acts_by_decoder_norm``: latent i's pre-activation is multiplied by
+    n_i = ||W_dec[i]|| before the top-k and divided out in decoding; folding n [d_sae]
+    into W_enc, b_enc and W_dec gives the same encodings with unit decoder rows."""
+    norms = state["W_dec"].float().norm(dim=-1).clamp(min=1e-8)
+    return {
+        **state,
+        "W_enc": state["W_enc"].float() * norms,
+        "b_enc": state["b_enc"].float() * norms,
+        "W_dec": state["W_dec"].float() / norms[:, None],
+    }
 
 
 def _layer(hook_name: str | None, hook_layer: int | None) -> int | None:
@@ -225,7 +316,12 @@ def _layer(hook_name: str | None, hook_layer: int | None) -> int | None:
 def _read_sparsify(
     raw: dict[str, Any], state: dict[str, torch.Tensor], folder: Path, cfg_path: Path
 ) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
-    if raw.get("activation", "topk") != "topk" or raw.get("transcode") or "W_skip" in state:
+    if (
+        raw.get("activation", "topk") != "topk"
+        or raw.get("transcode")
+        or raw.get("skip_connection")
+        or "W_skip" in state
+    ):
         raise CogsaeError(
             "only sparsify TopK autoencoders are supported (not groupmax, transcoders or "
             "skip connections)",

@@ -13,9 +13,10 @@ Recipes (all in the normalised space where the mean input norm is sqrt(d_in)):
   unexplained) + aux_coefficient * AuxK, where AuxK reconstructs the residual error with
   the top ``aux_k`` pre-activations among dead latents, reviving them; W_dec rows kept at
   unit norm (gradient component along each row removed, rows renormalised each step).
-  The training step is sparse: latents are selected from a bfloat16 encoder product, and
-  the encoder / decoder gradients touch only the selected latents (sparse matmuls), so a
-  step costs about one dense encoder product.
+  The training step is sparse: latents are selected from one dense encoder product, in
+  ``TrainConfig.dtype`` (bfloat16 where the CPU runs it natively, else float32: emulated
+  bf16 is ~100x slower), and the encoder / decoder gradients touch only the selected
+  latents (sparse matmuls), so a step costs about one dense encoder product.
 Both: Adam, gradient norm clipped to 1, learning rate decayed linearly to zero over the
 last 20% of steps, b_dec initialised at the mean of the first batch, dead-latent tracking
 (a latent is dead if it has not fired in the last ``dead_tokens`` tokens).
@@ -45,8 +46,9 @@ from cogsae._io import (
     write_checked,
     write_json,
 )
+from cogsae.corpus import corpus_record
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, dtype_name, resolve_dtype
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.data import cache_activations, shuffled_batches, typical_tokens
 from cogsae.sae.io import save_sae
@@ -79,6 +81,9 @@ class TrainConfig:
         norm_sample_tokens: tokens (first batches) used to estimate the input scale.
         max_norm_multiple: tokens whose norm exceeds this multiple of their batch's median
             norm (attention sinks, see `typical_tokens`) are skipped.
+        dtype: precision of the latent-selection product (topk), the bulk of a step;
+            "auto" resolves on creation to bfloat16 where the CPU (SAE training runs on the
+            CPU) has native bf16, else float32 (`cogsae.model.resolve_dtype`).
     """
 
     architecture: str = "topk"
@@ -99,8 +104,10 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     norm_sample_tokens: int = 32_768
     max_norm_multiple: float = 10.0
+    dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        self.dtype = dtype_name(resolve_dtype(self.dtype, "cpu"))
         if self.architecture not in ("topk", "standard"):
             raise CogsaeError(
                 f"can train 'topk' or 'standard', not {self.architecture!r}",
@@ -177,7 +184,7 @@ def train_sae(
         initial=trainer.step * config.batch_size,
         unit="tok",
         unit_scale=True,
-        desc=f"train {config.architecture} SAE",
+        desc=f"train {config.architecture} SAE ({config.dtype})",
         disable=not progress,
     )
     while trainer.step < config.n_steps:
@@ -241,6 +248,7 @@ class _Trainer:
         self.sae = sae.train()
         self.config = config
         self.opt = torch.optim.Adam(sae.parameters(), lr=config.lr, fused=True)
+        self.dtype = resolve_dtype(config.dtype, "cpu")
         self.tracker = DeadLatentTracker(config.d_sae, config.dead_tokens)
         self.step = 0
         self.log: list[dict[str, float]] = []
@@ -288,9 +296,7 @@ class _Trainer:
     def _topk_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         sae, k = self.sae, self.config.k
         with torch.no_grad():
-            pre = torch.addmm(
-                sae.b_enc.to(torch.bfloat16), x.to(torch.bfloat16), sae.W_enc.to(torch.bfloat16)
-            )
+            pre = torch.addmm(sae.b_enc.to(self.dtype), x.to(self.dtype), sae.W_enc.to(self.dtype))
             top = pre.topk(k, dim=-1, sorted=False).indices
             dead = self.tracker.dead.nonzero().squeeze(1)
             aux_k = min(self.config.aux_k or x.shape[-1] // 2, len(dead))
@@ -486,7 +492,8 @@ def train_sae_on_corpus(
             "config": asdict(config),
             "model": loaded.name,
             "layer": loaded.layer,
-            "corpus": [str(p) for p in corpus],
+            "model_dtype": dtype_name(loaded.dtype),
+            "corpus": corpus_record(corpus),
             "subset": "train",
             "context_length": context_length,
             "activation_cache": cache.folder.name,
