@@ -728,7 +728,7 @@ def corrected_t_interval(
     if null is not None and null.size:
         half = max(half, float(np.quantile(np.abs(null - chance), level)))
     mean = float(values.mean())
-    return mean - half, mean + half
+    return max(mean - half, 0.0), min(mean + half, 1.0)  # AUROC and accuracy lie in [0, 1]
 
 
 def _corrected_se(values: np.ndarray, test_fraction: float) -> float:

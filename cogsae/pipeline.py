@@ -489,18 +489,19 @@ def _evaluate_all(
 
 
 def _with_stability(main: pd.DataFrame, replicate: pd.DataFrame) -> list[dict[str, Any]]:
-    """Comparison records, each marked ``stable`` when the replication partition agrees on
-    the direction of the difference and on its significance (corrected p < 0.05)."""
+    """Comparison records, each marked ``stable`` when the replication partition reaches the
+    same verdict: significant (corrected p < 0.05) in the same direction, or not significant."""
     records = main.to_dict("records")
     for row, again in zip(records, replicate.to_dict("records"), strict=True):
-        significant = row["p_corrected"] < ALPHA
         row["replication_diff"] = again["diff"]
         row["replication_p_corrected"] = again["p_corrected"]
-        row["stable"] = bool(
-            np.sign(row["diff"]) == np.sign(again["diff"])
-            and significant == (again["p_corrected"] < ALPHA)
-        )
+        row["stable"] = _verdict(row) == _verdict(again)
     return records
+
+
+def _verdict(row: dict[str, Any]) -> int:
+    """+1 / -1 for a significant difference in that direction, 0 for none."""
+    return int(np.sign(row["diff"])) if row["p_corrected"] < ALPHA else 0
 
 
 def analyse_concept(
