@@ -351,3 +351,22 @@ def test_real_selectors_find_the_planted_units() -> None:
         assert results[method].auroc > 0.9, method
         assert set(results[method].model.units) == set(range(N_PLANTED)), method
     assert results["random"].auroc < 0.9
+
+
+def test_confound_readout_decodes_a_length_confound_and_comparisons_expose_it() -> None:
+    """Target items are longer: nuisance variables alone decode the condition, and a unit
+    that only tracks length does no better than the confound baseline."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([1, 0], 30)
+    n_tokens = rng.normal(12, 1.5, 60) + 3.0 * labels
+    nuisance = np.column_stack([n_tokens, n_tokens - 1, rng.normal(4.5, 0.3, 60)])
+    length_unit = n_tokens[:, None] + rng.normal(0, 0.5, (60, 20))
+    plan = make_plan(labels, n_repeats=5, n_permutations=0, seed=0)
+    mask = np.ones((60, 1), bool)
+    confound = Activations(nuisance[:, None, :], mask, "nuisance")
+    raw = Activations(length_unit[:, None, :].astype(np.float32), mask, "raw")
+    results = evaluate([DenseL2(name="confound")], confound, plan, progress=False)
+    results += evaluate([SelectedL1("contrast", k=2)], raw, plan, progress=False)
+    assert results[0].auroc > 0.75
+    table = compare(results, [("raw:contrast", "nuisance:confound")])
+    assert table["p"].iloc[0] > 0.05  # the "concept" unit does not beat length alone

@@ -78,3 +78,14 @@ def test_best_is_best_of_n_with_its_q_and_unstable_verdicts_are_marked() -> None
     assert "1 of these verdicts are unstable" in text
     assert "In sae space discriminative RSA beat" in text
     assert "In raw space discriminative RSA did not differ significantly" in text
+
+
+def test_readouts_that_do_not_beat_the_confound_baseline_are_named() -> None:
+    record = concept(
+        [method("raw", "contrast", 0.81, 0.01), method("nuisance", "confound", 0.78, 0.01)],
+        confound=[
+            {"a": "raw:contrast", "b": "nuisance:confound", "diff": 0.03, "p_corrected": 0.6}
+        ],
+    )
+    text = main_finding({}, record)
+    assert "did not beat the confound baseline" in text and "raw:contrast" in text
