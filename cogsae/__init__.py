@@ -1,6 +1,6 @@
 """cogsae: cognitive-neuroscience methods for locating concepts in language models and SAEs.
 
-Pipeline stages, one module each (see DESIGN.md):
+Pipeline stages, one module each (methods: docs/methods.md):
 stimuli -> model -> extract -> sae -> contrasts / rsa / selection -> ensemble -> scoring -> report.
 """
 

@@ -2,7 +2,7 @@
 
 Every function here works on window-mean activations ``means`` [items, units] (see
 ``cogsae.activations.window_mean``) and two-condition ``labels`` [items] with 1 = target,
-0 = reference. Statistics follow DESIGN.md ("Statistics (normative definitions)"):
+0 = reference. Statistics follow docs/methods.md ("Univariate contrasts"):
 Welch t, Hedges g and AUROC per unit; Benjamini-Hochberg q over all active units via
 ``statsmodels.stats.multitest.multipletests(method="fdr_bh")``; an optional max-|t|
 label-permutation family-wise p. Units that are zero on every item ("inactive", e.g. dead
@@ -421,7 +421,8 @@ def univariate_contrast(
     n_permutations: int = 0,
     seed: int = 0,
 ) -> ContrastResult:
-    """Target-vs-reference contrast for every unit at once (DESIGN.md univariate contrast).
+    """Target-vs-reference contrast of every unit at once (docs/methods.md, "Univariate
+    contrasts").
 
     Args:
         means: [items, units] window-mean activations (float16/32/64).

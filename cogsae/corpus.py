@@ -13,8 +13,8 @@ shuffled by a fixed seed so that any prefix mixes all three sources.
 
 `iter_token_chunks` turns documents into token chunks for the model. Every consumer
 drops position 0 of each chunk: the first position of a Llama-family model carries an
-attention-sink activation of huge norm (DESIGN.md), so SAEs are neither trained nor
-evaluated there.
+attention-sink activation of huge norm (docs/methods.md, "Windows and masks"), so SAEs
+are neither trained nor evaluated there.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Windowed residual-stream extraction at layer L, batched by length and cached on disk.
 
-A window is a span of N token positions per item (DESIGN.md "Windows"): ``start`` (first
-N tokens after position 0), ``end`` (last N), ``center`` (N around the middle), ``target``
-(N around a given substring). Position 0 (BOS, or the first token, which carries a
-huge-norm "attention sink" activation in these models) is excluded by default. Slots an
-item cannot fill are masked, never zero-padded into statistics.
+A window is a span of N token positions per item (docs/methods.md, "Windows and masks"):
+``start`` (first N tokens after position 0), ``end`` (last N), ``center`` (N around the
+middle), ``target`` (N around a given substring). Position 0 (BOS, or the first token,
+which carries a huge-norm "attention sink" activation in these models) is excluded by
+default. Slots an item cannot fill are masked, never zero-padded into statistics.
 """
 
 from __future__ import annotations

