@@ -207,6 +207,8 @@ class ConceptResult:
             the replication partition agrees on direction and significance.
         confound: comparisons of every readout with the confound baseline (records).
         warnings: design warnings (paired items without groups, label-pure groups, ...).
+        paired_items: items that look paired across conditions in a set without groups
+            (cross-validation then splits pairs: no readout is crowned, no verdict drawn).
         transfer: method label -> held-out ``test:`` scores (if the set has a test section).
         corpus: method label -> corpus scan (top examples with relevance), if run.
     """
@@ -225,6 +227,7 @@ class ConceptResult:
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     confound: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    paired_items: int = 0
     transfer: dict[str, Any] = field(default_factory=dict)
     corpus: dict[str, Any] = field(default_factory=dict)
 
@@ -454,18 +457,14 @@ def confound_pairs(labels: list[str]) -> list[tuple[str, str]]:
     return [(label, CONFOUND) for label in labels if label != CONFOUND]
 
 
-def design_warnings(run: Run, factor: str, contrast: Contrast) -> list[str]:
-    """Design problems that can make a report confidently wrong, in words."""
-    warnings = []
+def design_warnings(run: Run, factor: str, contrast: Contrast) -> tuple[list[str], int]:
+    """Design problems that can make a report confidently wrong, in words, and the number of
+    items that look paired across conditions although the set gives no groups."""
     if contrast.groups is None:
         pairing = find_pairs(run.stimuli, factor)
-        if pairing.n_paired:
-            warnings.append(pairing.message())
-    else:
-        message = groups_warning(contrast.labels, contrast.groups)
-        if message:
-            warnings.append(message)
-    return warnings
+        return ([pairing.message()] if pairing.n_paired else []), pairing.n_paired
+    message = groups_warning(contrast.labels, contrast.groups)
+    return ([message] if message else []), 0
 
 
 def _evaluate_all(
@@ -518,7 +517,7 @@ def analyse_concept(
     items, labels, groups = contrast.items, contrast.labels, contrast.groups
     target, reference = stimuli.contrast_levels(factor)
     result = ConceptResult(factor, target, reference, items, labels)
-    result.warnings = design_warnings(run, factor, contrast)
+    result.warnings, result.paired_items = design_warnings(run, factor, contrast)
     seed = config.seed
     for space, acts in spaces.items():
         sub = acts.subset(items)

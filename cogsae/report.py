@@ -96,6 +96,7 @@ def concept_record(concept: ConceptResult) -> dict[str, Any]:
         "n_items": int(concept.items.size),
         "n_target": int((concept.labels == 1).sum()),
         "warnings": concept.warnings,
+        "paired_items": concept.paired_items,
         "methods": [
             _method_record(m, q, ql)
             for m, q, ql in zip(concept.methods, q_upper, q_lower, strict=True)
@@ -414,14 +415,15 @@ def _ci(ci: list[float]) -> str:
     return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def _verdict(c: dict[str, Any]) -> str:
-    """ "beat"/"lost to"/"did not differ from", with the corrected p and stability."""
+def _verdict(c: dict[str, Any], a: str, b: str) -> str:
+    """'A beat / lost to / did not differ significantly from B (ΔAUROC, corrected p)'."""
     if c["p_corrected"] >= ALPHA:
-        verdict = "did not differ significantly from"
+        verb = "did not differ significantly from"
     else:
-        verdict = "beat" if c["diff"] > 0 else "lost to"
+        verb = "beat" if c["diff"] > 0 else "lost to"
     stable = "" if c.get("stable", True) else "; UNSTABLE: the replication partition disagrees"
-    return f"{verdict} (ΔAUROC {c['diff']:+.3f}, corrected p {_fmt_p(c['p_corrected'])}{stable})"
+    p = _fmt_p(c["p_corrected"])
+    return f"{a} {verb} {b} (ΔAUROC {c['diff']:+.3f}, corrected p {p}{stable})"
 
 
 def _above_chance(m: dict[str, Any]) -> bool:
@@ -431,9 +433,26 @@ def _above_chance(m: dict[str, Any]) -> bool:
 def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
     """One honest paragraph: what won among the readouts that beat chance, by how much,
     which verdicts hold (corrected, and stable on a second partition) and what did not."""
-    methods = concept["methods"]
+    everything = concept["methods"]
+    confound = next((m for m in everything if m["method"] == "confound"), None)
+    methods = [m for m in everything if m is not confound]
     n = len(methods)
     text = [f"On **{concept['target']} vs {concept['reference']}** ({concept['n_items']} items):"]
+    if confound is not None and _above_chance(confound):
+        text.append(
+            f"**the confound baseline decodes the condition from length and position alone** "
+            f"(AUROC {confound['auroc']:.3f}, q {_fmt_p(confound['p_corrected'])}): any "
+            "readout must beat it to count as reading the concept."
+        )
+    if concept.get("paired_items"):
+        text.append(
+            f"**{concept['paired_items']} items look paired across conditions but the set "
+            "gives no groups**, so cross-validation splits pairs between training and test "
+            "items and held-out scores are biased (often toward or below chance). No readout "
+            "is crowned best and no verdict is drawn: add `group` fields (`cogsae validate "
+            "--write-groups`) and run again."
+        )
+        return " ".join(text)
     below = [m for m in methods if m.get("below_chance")]
     if below:
         text.append(
@@ -472,15 +491,16 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
         unstable = [c for c in sae_vs_raw if not c.get("stable", True)]
         text.append(
             f"SAE features beat raw units significantly for {len(wins)} of {len(sae_vs_raw)} "
-            f"selection methods and lost for {len(losses)} (Holm-corrected corrected "
-            f"resampled t-tests)"
+            f"selection methods and lost for {len(losses)} (corrected resampled t-tests, "
+            "Holm-corrected)"
             + (f"; {len(unstable)} of these verdicts are unstable" if unstable else "")
             + "."
         )
     for c in usable:
         if c["a"].endswith(":rsa_discriminative") and c["b"].endswith(":max_activation"):
             space = c["a"].split(":")[0]
-            text.append(f"In {space} space discriminative RSA {_verdict(c)} max-activation.")
+            verdict = _verdict(c, "discriminative RSA", "max-activation")
+            text.append(f"In {space} space {verdict}.")
     dense = next((m for m in methods if m["method"] == "dense_l2"), None)
     if dense is not None:
         beat_dense = [
@@ -499,8 +519,8 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
     ]
     if confounded:
         text.append(
-            f"{len(confounded)} readouts that beat chance did not beat the confound baseline "
-            "(length and position alone): " + ", ".join(confounded) + "."
+            f"{len(confounded)} readouts that beat chance did not significantly beat the "
+            "confound baseline (length and position alone): " + ", ".join(confounded) + "."
         )
     if results.get("shuffled_labels"):
         n_sig = sum(m["p_corrected"] < ALPHA for m in methods)

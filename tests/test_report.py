@@ -76,8 +76,8 @@ def test_best_is_best_of_n_with_its_q_and_unstable_verdicts_are_marked() -> None
     assert "q 0.002" in text and "4 of 5 readouts beat chance" in text
     assert "beat raw units significantly for 1 of 2" in text and "lost for 1" in text
     assert "1 of these verdicts are unstable" in text
-    assert "In sae space discriminative RSA beat" in text
-    assert "In raw space discriminative RSA did not differ significantly" in text
+    assert "In sae space discriminative RSA beat max-activation (ΔAUROC +0.280" in text
+    assert "In raw space discriminative RSA did not differ significantly from max-act" in text
 
 
 def test_readouts_that_do_not_beat_the_confound_baseline_are_named() -> None:
@@ -88,4 +88,12 @@ def test_readouts_that_do_not_beat_the_confound_baseline_are_named() -> None:
         ],
     )
     text = main_finding({}, record)
-    assert "did not beat the confound baseline" in text and "raw:contrast" in text
+    assert "did not significantly beat the confound baseline" in text and "raw:contrast" in text
+    assert "the confound baseline decodes the condition" in text
+
+
+def test_paired_items_without_groups_name_the_cause_instead_of_a_best_readout() -> None:
+    record = concept([method("raw", "dense_l2", 0.71, 0.01)], paired_items=80)
+    text = main_finding({}, record)
+    assert "80 items look paired" in text and "--write-groups" in text
+    assert "highest held-out AUROC" not in text
