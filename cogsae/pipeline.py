@@ -254,9 +254,12 @@ class Run:
         start = time.perf_counter()
         value = compute()
         self.timings[name] = round(time.perf_counter() - start, 2)
-        record = self.directory / RUN_RECORD
-        if not record.exists():  # the folder is created with its first stage, not before
-            write_json(record, {"key": self.key, "config": asdict(self.config)})
+        # The folder is created with its first stage, not before; run.json keeps the stage
+        # times, so a report rebuilt from reused stages still says what they cost.
+        write_json(
+            self.directory / RUN_RECORD,
+            {"key": self.key, "config": asdict(self.config), "timings_s": self.timings},
+        )
         save_data(path, value, self.key)
         return value
 
@@ -283,22 +286,25 @@ def run_directory(config: RunConfig, stimuli: StimulusSet, key: str) -> Path:
     return inside(config.output, Path(name) / run_id, field="--output")
 
 
-def _claim(directory: Path, key: str) -> None:
-    """Refuse a run folder that holds a run made with other settings (``--run-id`` reuse)."""
+def _claim(directory: Path, key: str) -> dict[str, float]:
+    """Refuse a run folder that holds a run made with other settings (``--run-id`` reuse);
+    return the stage times recorded by an earlier run with the same key."""
     record = directory / RUN_RECORD
     if not record.exists():
-        return
+        return {}
     try:
-        found = json.loads(record.read_text()).get("key")
-    except (OSError, ValueError, AttributeError):
-        found = None
-    if found != key:
+        found = json.loads(record.read_text())
+        found_key, timings = found.get("key"), dict(found.get("timings_s", {}))
+    except (OSError, ValueError, AttributeError, TypeError):
+        found_key, timings = None, {}
+    if found_key != key:
         raise CogsaeError(
-            f"holds a run made with other settings (run key {found}, now {key}); "
+            f"holds a run made with other settings (run key {found_key}, now {key}); "
             "choose another --run-id or delete the folder",
             path=directory,
             field="--run-id",
         )
+    return timings
 
 
 def prepare(config: RunConfig, progress: bool = True) -> Run:
@@ -310,8 +316,8 @@ def prepare(config: RunConfig, progress: bool = True) -> Run:
     key = config.key(stimuli)
     directory = run_directory(config, stimuli, key)
     check_writable(config.output, field="--output")
-    _claim(directory, key)
-    return Run(config, directory, stimuli, window, key, progress=progress)
+    timings = _claim(directory, key)
+    return Run(config, directory, stimuli, window, key, timings=timings, progress=progress)
 
 
 def n_units(config: RunConfig, stimuli: StimulusSet) -> dict[str, int]:

@@ -150,6 +150,8 @@ def test_rerun_reuses_finished_stages(tiny_assets: dict, tmp_path: Path, monkeyp
     assert execute(cfg, progress=False) == directory
     again = json.loads((directory / "results.json").read_text())
     assert again["concepts"][0]["methods"] == first["concepts"][0]["methods"]
+    timings = again["provenance"]["timings_s"]
+    assert timings == first["provenance"]["timings_s"] and "activations" in timings
 
 
 def test_shuffled_labels_are_significant_at_most_at_nominal_rate(
