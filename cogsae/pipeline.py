@@ -87,8 +87,12 @@ CONFOUND = "nuisance:confound"
 """The confound baseline: an L2 probe on nuisance variables alone (token count, window
 positions, last position, word length); a method that does not beat it may read length."""
 
-REPLICATION_SEED_OFFSET = 1
-"""The replication partition uses seed + this: verdicts must hold on a second partition."""
+
+def replication_seeds(seed: int) -> tuple[int, int]:
+    """Seeds of the two replication partitions of a run with ``seed``: its neighbours
+    seed - 1 and seed + 1 (seed + 2 stands in for -1), so two runs with adjacent seeds each
+    check the other's partition and any verdict they disagree on is marked in both."""
+    return (seed - 1 if seed > 0 else seed + 2), seed + 1
 
 
 @dataclass
@@ -493,14 +497,14 @@ def _evaluate_all(
     return results
 
 
-def _with_stability(main: pd.DataFrame, replicate: pd.DataFrame) -> list[dict[str, Any]]:
-    """Comparison records, each marked ``stable`` when the replication partition reaches the
-    same verdict: significant (corrected p < 0.05) in the same direction, or not significant."""
+def _with_stability(main: pd.DataFrame, replicates: list[pd.DataFrame]) -> list[dict[str, Any]]:
+    """Comparison records, each marked ``stable`` when every replication partition reaches
+    the same verdict: significant (corrected p < 0.05) in the same direction, or not."""
     records = main.to_dict("records")
-    for row, again in zip(records, replicate.to_dict("records"), strict=True):
-        row["replication_diff"] = again["diff"]
-        row["replication_p_corrected"] = again["p_corrected"]
-        row["stable"] = _verdict(row) == _verdict(again)
+    again = [table.to_dict("records") for table in replicates]
+    for i, row in enumerate(records):
+        row["replication_p_corrected"] = [rows[i]["p_corrected"] for rows in again]
+        row["stable"] = all(_verdict(row) == _verdict(rows[i]) for rows in again)
     return records
 
 
@@ -575,12 +579,18 @@ def analyse_concept(
                 result.k_curve += evaluate(
                     curve, acts.subset(items), curve_plan, progress=run.progress
                 )
-    replicate_plan = plan_for(0, seed + REPLICATION_SEED_OFFSET)
-    replicate = _evaluate_all(run, spaces, nuisance, contrast, replicate_plan, main_k)
+    replicates = [
+        _evaluate_all(run, spaces, nuisance, contrast, plan_for(0, again), main_k)
+        for again in replication_seeds(seed)
+    ]
     pairs = comparison_pairs(list(spaces), config.methods)
-    result.comparisons = _with_stability(compare(result.methods, pairs), compare(replicate, pairs))
+    result.comparisons = _with_stability(
+        compare(result.methods, pairs), [compare(r, pairs) for r in replicates]
+    )
     checks = confound_pairs([m.label for m in result.methods])
-    result.confound = _with_stability(compare(result.methods, checks), compare(replicate, checks))
+    result.confound = _with_stability(
+        compare(result.methods, checks), [compare(r, checks) for r in replicates]
+    )
     if test_spaces and factor == stimuli.primary_factor:
         result.transfer = _transfer(run, factor, result.methods, test_spaces)
     return result

@@ -421,7 +421,7 @@ def _verdict(c: dict[str, Any], a: str, b: str) -> str:
         verb = "did not differ significantly from"
     else:
         verb = "beat" if c["diff"] > 0 else "lost to"
-    stable = "" if c.get("stable", True) else "; UNSTABLE: the replication partition disagrees"
+    stable = "" if c.get("stable", True) else "; UNSTABLE: a replication partition disagrees"
     p = _fmt_p(c["p_corrected"])
     return f"{a} {verb} {b} (ΔAUROC {c['diff']:+.3f}, corrected p {p}{stable})"
 
@@ -437,10 +437,10 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
     confound = next((m for m in everything if m["method"] == "confound"), None)
     methods = [m for m in everything if m is not confound]
     n = len(methods)
-    text = [f"On **{concept['target']} vs {concept['reference']}** ({concept['n_items']} items):"]
+    text = [f"On **{concept['target']} vs {concept['reference']}** ({concept['n_items']} items)."]
     if confound is not None and _above_chance(confound):
         text.append(
-            f"**the confound baseline decodes the condition from length and position alone** "
+            f"**The confound baseline decodes the condition from length and position alone** "
             f"(AUROC {confound['auroc']:.3f}, q {_fmt_p(confound['p_corrected'])}): any "
             "readout must beat it to count as reading the concept."
         )
@@ -468,7 +468,7 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
     if not significant:
         best = max(methods, key=lambda m: m["auroc"])
         text.append(
-            f"no readout beat chance after Benjamini-Hochberg correction over {n} readouts "
+            f"No readout beat chance after Benjamini-Hochberg correction over {n} readouts "
             f"(highest AUROC {best['auroc']:.3f}, {best['space']}:{best['method']}, q "
             f"{_fmt_p(best['p_corrected'])}). There is no evidence this layer carries the "
             "contrast; no verdict is drawn."
@@ -476,7 +476,7 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
         return " ".join(text)
     best = max(significant, key=lambda m: m["auroc"])
     text.append(
-        f"the highest held-out AUROC of the {n} readouts was **{best['space']}:{best['method']}** "
+        f"The highest held-out AUROC of the {n} readouts was **{best['space']}:{best['method']}** "
         f"({best['auroc']:.3f}, 95% {_ci(best['auroc_ci'])} for the procedure, "
         f"BH q {_fmt_p(best['p_corrected'])}); {len(significant)} of {n} readouts beat chance. "
         "Being the best of several is not itself a test: the comparisons below are."
@@ -623,9 +623,10 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 f"{concept['cv']['repeats']} x {concept['cv']['folds']} shared held-out folds "
                 "(Nadeau & Bengio 2003), whose variance (1/J + n_test/n_train) s² accounts for "
                 "overlapping training sets; "
-                f"{comp['correction'].iloc[0]}-corrected over the family below. `stable`: a "
-                "second, independent partition of the items (seed + 1) gives the same "
-                "direction and significance; an unstable verdict should not be reported.",
+                f"{comp['correction'].iloc[0]}-corrected over the family below. `stable`: two "
+                "other partitions of the items (seeds - 1 and + 1) give the same verdict "
+                "(significant in the same direction, or not); an unstable verdict should not "
+                "be reported.",
                 "",
                 _table(comp[columns]),
                 "",

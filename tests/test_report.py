@@ -43,7 +43,7 @@ def test_below_chance_readouts_name_the_cause_and_crown_nothing() -> None:
     )
     text = main_finding({}, record)
     assert "BELOW chance" in text and "group" in text
-    assert "No readout is crowned best" in text and "highest held-out AUROC" not in text
+    assert "No readout is crowned best" in text and "The highest held-out AUROC" not in text
 
 
 def test_no_significant_readout_gives_no_verdict() -> None:
@@ -52,7 +52,7 @@ def test_no_significant_readout_gives_no_verdict() -> None:
         [comparison("sae:contrast", "raw:contrast", -0.03, 0.01)],
     )
     text = main_finding({}, record)
-    assert "no readout beat chance" in text and "SAE features beat" not in text
+    assert "No readout beat chance" in text and "SAE features beat" not in text
 
 
 def test_best_is_best_of_n_with_its_q_and_unstable_verdicts_are_marked() -> None:
@@ -89,11 +89,11 @@ def test_readouts_that_do_not_beat_the_confound_baseline_are_named() -> None:
     )
     text = main_finding({}, record)
     assert "did not significantly beat the confound baseline" in text and "raw:contrast" in text
-    assert "the confound baseline decodes the condition" in text
+    assert "The confound baseline decodes the condition" in text
 
 
 def test_paired_items_without_groups_name_the_cause_instead_of_a_best_readout() -> None:
     record = concept([method("raw", "dense_l2", 0.71, 0.01)], paired_items=80)
     text = main_finding({}, record)
     assert "80 items look paired" in text and "--write-groups" in text
-    assert "highest held-out AUROC" not in text
+    assert "The highest held-out AUROC" not in text
