@@ -48,3 +48,25 @@ def test_cli_extract(default_model: LoadedModel, isolated_cache: Path) -> None:
     assert "96 items x 3 positions x 576 units (layer 15" in result.output
     cached = list((isolated_cache / "activations").glob("negation-*.npz"))
     assert len(cached) == 1
+
+
+def test_paired_set_without_groups_is_diagnosed_end_to_end(
+    isolated_cache: Path, tmp_path: Path
+) -> None:
+    """capitals_paired.yaml (minimal pairs, no groups) on the real model: validate warns and
+    offers groups; the run's report names the cause instead of crowning a best readout; the
+    grouped copy written by --write-groups runs without the warning."""
+    source = str(REPO / "stimuli" / "capitals_paired.yaml")
+    grouped = tmp_path / "grouped.yaml"
+    checked = CliRunner().invoke(main, ["validate", source, "--write-groups", str(grouped)])
+    assert checked.exit_code == 0, checked.output
+    assert "80 of 80 items look paired" in checked.output and grouped.exists()
+    options = ["--repeats", "2", "--permutations", "19", "--snippets", "0", "--no-figures"]
+    for stimuli, paired in ((source, True), (str(grouped), False)):
+        out = tmp_path / ("paired" if paired else "grouped")
+        ran = CliRunner().invoke(main, ["run", stimuli, "--output", str(out), "--quiet", *options])
+        assert ran.exit_code == 0, ran.output
+        report = next(out.glob("*/run-*/report.md")).read_text()
+        finding = report.split("### Main finding")[1].split("###")[0]
+        assert ("items look paired across conditions" in finding) is paired
+        assert ("The highest held-out AUROC" in finding) is not paired or "No readout" in finding
