@@ -532,7 +532,9 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_markdown(index=False, floatfmt=".3f")
+    """Markdown table; a value a row does not have (NaN) is left blank."""
+    blanks = frame.astype(object).where(frame.notna(), None)
+    return blanks.to_markdown(index=False, floatfmt=".3f", missingval="")
 
 
 def methods_table(concept: dict[str, Any]) -> pd.DataFrame:
