@@ -3,6 +3,7 @@ the activation cache and shuffle buffer."""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -162,7 +163,10 @@ def test_typical_tokens_drop_massive_activations() -> None:
 
 
 def test_activation_cache_resumes_and_skips_position_zero(
-    tiny_model: LoadedModel, isolated_cache: Path, tmp_path: Path
+    tiny_model: LoadedModel,
+    isolated_cache: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     corpus = tmp_path / "corpus.txt"
     words = "the cat dog sat ran on under a mat tree house quickly slowly red blue".split()  # noqa: SIM905
@@ -178,6 +182,14 @@ def test_activation_cache_resumes_and_skips_position_zero(
     again = cache_activations(tiny_model, [corpus], 400, **kwargs)
     assert again.folder == cache.folder
     np.testing.assert_array_equal(np.load(again.shards[1]), first)
+    original = np.load(again.shards[2])
+    flipped = bytearray(again.shards[2].read_bytes())
+    flipped[-7] ^= 0x40  # a bit flip in the data: the file still loads, the numbers lie
+    again.shards[2].write_bytes(bytes(flipped))
+    with caplog.at_level(logging.WARNING):
+        repaired = cache_activations(tiny_model, [corpus], 400, **kwargs)
+    assert "shard_00002.npy fails its checksum" in caplog.text
+    np.testing.assert_array_equal(np.load(repaired.shards[2]), original)
     # the cached rows are the layer-L residual at positions 1.. of the first chunks
     documents = select_documents(iter_documents([corpus]), "train")
     chunks = iter_token_chunks(documents, tiny_model.tokenizer, 16)

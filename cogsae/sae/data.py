@@ -13,6 +13,7 @@ Training runs in two stages so that each is resumable and the model runs once:
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,9 +23,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cogsae._io import atomic_path, cache_dir, stable_hash, write_json
-from cogsae.corpus import Subset, batch_chunks, iter_documents, iter_token_chunks, select_documents
+from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
+from cogsae.corpus import (
+    Subset,
+    batch_chunks,
+    files_hash,
+    iter_documents,
+    iter_token_chunks,
+    select_documents,
+)
 from cogsae.model import LoadedModel, model_fingerprint
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -102,7 +112,7 @@ def cache_activations(
     tokens_per_shard = chunks_per_shard * (context_length - 1)
     n_shards = math.ceil(n_tokens / tokens_per_shard)
     shards = [folder / f"shard_{i:05d}.npy" for i in range(n_shards)]
-    done = next((i for i, s in enumerate(shards) if not s.is_file()), n_shards)
+    done = _checked_shards(shards)
     if done < n_shards:
         chunks = iter_token_chunks(
             select_documents(iter_documents(paths), subset), loaded.tokenizer, context_length
@@ -128,10 +138,28 @@ def cache_activations(
                 bar.update(len(parts[-1]))
             with atomic_path(shards[index]) as tmp, tmp.open("wb") as fh:
                 np.save(fh, np.concatenate(parts))
+            write_text(_checksum_path(shards[index]), files_hash([shards[index]]))
         bar.close()
     shards = [s for s in shards if s.is_file()]
     total = sum(_shard_len(s) for s in shards)
     return ActivationCache(folder=folder, shards=shards, n_tokens=total)
+
+
+def _checksum_path(shard: Path) -> Path:
+    return shard.with_suffix(".sha256")
+
+
+def _checked_shards(shards: Sequence[Path]) -> int:
+    """How many leading shards exist and pass their checksum. The first one that fails is
+    reported in one warning line naming it; it and the shards after it are rebuilt."""
+    for index, shard in enumerate(shards):
+        if not shard.is_file():
+            return index
+        checksum = _checksum_path(shard)
+        if not checksum.is_file() or checksum.read_text().strip() != files_hash([shard]):
+            log.warning("activation shard %s fails its checksum; rebuilding it", shard)
+            return index
+    return len(shards)
 
 
 def _shard_len(path: Path) -> int:
