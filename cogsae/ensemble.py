@@ -792,17 +792,14 @@ class MethodResult:
         return f"{self.space}:{self.method}"
 
 
-def _sequential_p(exceed: np.ndarray, h: int | None) -> tuple[float, int]:
-    """Besag-Clifford p of one tail from the 0/1 exceedance sequence of the nulls run.
-
-    Returns (p, L): h / L when the h-th exceedance came at permutation L, else
-    (1 + exceedances) / (1 + permutations run).
-    """
+def _sequential_p(exceed: np.ndarray, h: int | None) -> float:
+    """Besag-Clifford p of one tail from the 0/1 exceedance sequence of the nulls run:
+    h / L when the h-th exceedance came at permutation L, else
+    (1 + exceedances) / (1 + permutations run)."""
     counts = np.cumsum(exceed)
     if h is not None and counts.size and counts[-1] >= h:
-        stop = int(np.searchsorted(counts, h)) + 1
-        return h / stop, stop
-    return (1 + int(counts[-1] if counts.size else 0)) / (1 + counts.size), counts.size
+        return h / (int(np.searchsorted(counts, h)) + 1)
+    return (1 + int(counts[-1] if counts.size else 0)) / (1 + counts.size)
 
 
 def evaluate(
@@ -880,8 +877,8 @@ def evaluate(
     results = []
     for i, readout in enumerate(readouts):
         null = np.asarray(nulls[i])
-        p_upper, _ = _sequential_p(null >= statistic[i] - _TIE, stop_after)
-        p_lower, _ = _sequential_p(null <= statistic[i] + _TIE, stop_after)
+        p_upper = _sequential_p(null >= statistic[i] - _TIE, stop_after)
+        p_lower = _sequential_p(null <= statistic[i] + _TIE, stop_after)
         auc, bacc = observed[i]
         model = readout.fit(data, final_sets).model(0)
         fold_models = fitted[i]
