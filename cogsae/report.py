@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from cogsae.stimuli import LengthCheck, StimulusSet
 
 ALPHA = 0.05
+PAIRED_SHARE = 0.25
+"""Share of a set's items that may look paired across conditions (without groups) before
+the main finding refuses to crown a readout or draw verdicts."""
 SPACE_COLORS = {"sae": "#1b9e77", "raw": "#7570b3"}
 
 
@@ -444,15 +447,27 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
             f"(AUROC {confound['auroc']:.3f}, q {_fmt_p(confound['p_corrected'])}): any "
             "readout must beat it to count as reading the concept."
         )
-    if concept.get("paired_items"):
+    if results.get("shuffled_labels"):
+        n_sig = sum(_above_chance(m) for m in methods)
         text.append(
-            f"**{concept['paired_items']} items look paired across conditions but the set "
-            "gives no groups**, so cross-validation splits pairs between training and test "
-            "items and held-out scores are biased (often toward or below chance). No readout "
-            "is crowned best and no verdict is drawn: add `group` fields (`cogsae validate "
-            "--write-groups`) and run again."
+            f"**Labels were shuffled** (null run): {n_sig} of {n} readouts were "
+            "significant after Benjamini-Hochberg correction; any such result is a false positive."
+        )
+    paired = concept.get("paired_items", 0)
+    if paired >= PAIRED_SHARE * concept["n_items"]:
+        text.append(
+            f"**{paired} items look paired across conditions but the set gives no groups**, "
+            "so cross-validation splits pairs between training and test items and held-out "
+            "scores are biased (often toward or below chance). No readout is crowned best and "
+            "no verdict is drawn: add `group` fields (`cogsae validate --write-groups`) and "
+            "run again."
         )
         return " ".join(text)
+    if paired:
+        text.append(
+            f"{paired} items look paired across conditions without groups (design warning "
+            "above); few enough not to stop the verdicts, but group them to be safe."
+        )
     below = [m for m in methods if m.get("below_chance")]
     if below:
         text.append(
@@ -521,12 +536,6 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
         text.append(
             f"{len(confounded)} readouts that beat chance did not significantly beat the "
             "confound baseline (length and position alone): " + ", ".join(confounded) + "."
-        )
-    if results.get("shuffled_labels"):
-        n_sig = sum(m["p_corrected"] < ALPHA for m in methods)
-        text.append(
-            f"**Labels were shuffled** (null run): {n_sig} of {n} readouts were "
-            "significant after Benjamini-Hochberg correction; any such result is a false positive."
         )
     return " ".join(text)
 

@@ -97,3 +97,14 @@ def test_paired_items_without_groups_name_the_cause_instead_of_a_best_readout() 
     text = main_finding({}, record)
     assert "80 items look paired" in text and "--write-groups" in text
     assert "The highest held-out AUROC" not in text
+
+
+def test_a_few_paired_items_are_named_without_stopping_the_verdicts() -> None:
+    record = concept([method("raw", "dense_l2", 0.81, 0.01)], paired_items=6)
+    text = main_finding({}, record)
+    assert "6 items look paired" in text and "The highest held-out AUROC" in text
+
+
+def test_shuffled_runs_say_so_even_without_a_significant_readout() -> None:
+    text = main_finding({"shuffled_labels": True}, concept([method("raw", "contrast", 0.5, 0.9)]))
+    assert "Labels were shuffled" in text and "0 of 1 readouts" in text
