@@ -135,6 +135,7 @@ def categorical_rsa(
     metric: str | None = None,
     space: str = "raw",
     groups: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
     n_permutations: int = 1000,
     n_bootstrap: int = 1000,
     ci: float = 0.95,
@@ -149,6 +150,8 @@ def categorical_rsa(
             ties), "pearson", or another ``rsatoolbox.rdm.compare`` method.
         metric, space: RDM metric, see ``unit_rdm``.
         groups: [items] optional groups; permutations and bootstrap keep groups whole.
+        blocks: [items] optional permutation blocks (factorial designs: template x the other
+            factors, ``StimulusSet.permutation_blocks``); labels move only within a block.
         n_permutations: label permutations for p = (1 + #{null >= r}) / (1 + n).
         n_bootstrap: item bootstrap samples for the CI. Resampled copies of one item would
             form zero-distance "same item" pairs that no model can miss, so those pairs are
@@ -172,7 +175,9 @@ def categorical_rsa(
 
     null = np.empty(0)
     if n_permutations:
-        perms = np.stack([permute_labels(labels, rng, groups) for _ in range(n_permutations)])
+        perms = np.stack(
+            [permute_labels(labels, rng, groups, blocks=blocks) for _ in range(n_permutations)]
+        )
         null = compare(rdms, (perms[:, iu] != perms[:, ju]).astype(np.float64), rsa_method)[0]
 
     matrix = rdms.get_matrices()[0]
@@ -235,6 +240,7 @@ def discriminative_rsa(
     *,
     mask: np.ndarray | None = None,
     groups: np.ndarray | None = None,
+    blocks: np.ndarray | None = None,
     n_folds: int = 5,
     n_permutations: int = 1000,
     seed: int = 0,
@@ -267,6 +273,8 @@ def discriminative_rsa(
         labels: [items] 1 target / 0 reference.
         mask: [items, positions] validity mask, required with 3-D values.
         groups: [items] optional group ids (not independent items).
+        blocks: [items] optional permutation blocks (factorial designs, see
+            ``categorical_rsa``); permutations stay within fold x block.
         n_folds: number of folds; each fold needs two items (groups) per condition.
         n_permutations: label permutations for the p-values (0: p is NaN).
         seed: seed of folds, halves and permutations.
@@ -297,7 +305,7 @@ def discriminative_rsa(
     batch = max(1, 2**23 // (n_folds * 6 * max(crossnobis.x.shape[1], 1)))
     for start in range(0, n_permutations, batch):
         perms = [
-            permute_labels(labels, rng, groups, strata=folds)
+            permute_labels(labels, rng, groups, strata=folds, blocks=blocks)
             for _ in range(min(batch, n_permutations - start))
         ]
         fb, wt, wr = crossnobis(np.stack(perms), np.stack([halves_of(p) for p in perms]))

@@ -20,6 +20,7 @@ from cogsae.contrasts import (
     univariate_contrast,
     welch_t,
 )
+from cogsae.rsa import categorical_rsa, discriminative_rsa
 
 ALPHA = 0.05
 
@@ -200,3 +201,33 @@ def test_factorial_permutation_within_other_factor_is_calibrated() -> None:
     assert low <= new <= high, f"{new / (n_sets * n_units):.3f} rejected"
     # the old scheme's null is inflated by the B effect, so it (almost) never rejects
     assert _permutation_rejections("none", n_sets, n_units) < low
+
+
+def test_population_rsa_permutes_within_factorial_blocks(monkeypatch) -> None:
+    """Categorical and discriminative RSA hand the factorial blocks to every permutation, so
+    permuting factor A keeps factor B balanced; on null data for A with a strong B effect
+    the categorical-RSA p stays calibrated."""
+    a, b, templates = _factorial(12)
+    blocks = permutation_blocks({"a": a, "b": b}, "a", templates)
+    seen = []
+
+    def spy(labels, rng, groups=None, strata=None, blocks=None):
+        perm = permute_labels(labels, rng, groups, strata=strata, blocks=blocks)
+        seen.append(perm)
+        return perm
+
+    rng = np.random.default_rng(21)
+    p_values = []
+    with monkeypatch.context() as patch:
+        patch.setattr("cogsae.rsa.permute_labels", spy)
+        for seed in range(30):
+            x = rng.standard_normal((len(a), 20)) + 3.0 * b[:, None]
+            rsa = categorical_rsa(
+                x, a, groups=templates, blocks=blocks, n_permutations=99, n_bootstrap=1, seed=seed
+            )
+            p_values.append(rsa.p)
+        discriminative_rsa(x, a, groups=templates, blocks=blocks, n_folds=3, n_permutations=9)
+    assert len(seen) == 30 * 99 + 9
+    for perm in seen:  # every null keeps one A=1 item per (template, B) cell
+        assert all(perm[blocks == block].sum() == 1 for block in np.unique(blocks))
+    assert 0.35 < np.mean(p_values) < 0.65 and np.mean(np.array(p_values) <= 0.05) <= 0.1
