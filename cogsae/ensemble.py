@@ -701,12 +701,6 @@ def fold_scores(
     return auc, bacc
 
 
-def balanced_accuracy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of decisions ``scores`` [..., items] > 0 for ``labels`` -> [...]."""
-    hit = (scores > 0) == (labels == 1)
-    return (hit[..., labels == 1].mean(axis=-1) + hit[..., labels == 0].mean(axis=-1)) / 2
-
-
 def corrected_t_interval(
     values: np.ndarray,
     test_fraction: float,

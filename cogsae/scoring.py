@@ -69,9 +69,9 @@ from cogsae._io import (
     stable_hash,
 )
 from cogsae.activations import Activations
-from cogsae.contrasts import auroc, bootstrap_indices
+from cogsae.contrasts import bootstrap_indices
 from cogsae.corpus import batch_chunks, corpus_files, files_hash, iter_documents
-from cogsae.ensemble import LinearModel, MethodResult, balanced_accuracy
+from cogsae.ensemble import LinearModel, MethodResult, fold_scores
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, installed_package_dir, model_fingerprint
 from cogsae.sae.base import SAE
@@ -173,11 +173,10 @@ def transfer_score(
 
 
 def _auroc_and_bacc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(AUROC, balanced accuracy at decision 0) of ``scores`` [n] for ``labels`` [n]."""
-    return (
-        float(auroc(scores[:, None], labels)[0]),
-        float(balanced_accuracy(scores, labels)),
-    )
+    """(AUROC, balanced accuracy at decision 0) of ``scores`` [n] for ``labels`` [n]: the
+    held-out metrics of `cogsae.ensemble.fold_scores`, with every item held out."""
+    auc, bacc = fold_scores(scores[None], np.zeros((1, scores.size), bool), labels[None])
+    return float(auc[0]), float(bacc[0])
 
 
 def _percentile_ci(samples: np.ndarray, level: float) -> tuple[float, float]:
