@@ -245,6 +245,7 @@ class Run:
     stimuli: StimulusSet
     window: Window
     key: str
+    tokenizer: Any
     timings: dict[str, float] = field(default_factory=dict)
     progress: bool = True
 
@@ -315,13 +316,14 @@ def prepare(config: RunConfig, progress: bool = True) -> Run:
     """Validate the stimuli, options and output folder before any expensive work."""
     stimuli = load_stimuli(config.stimuli)
     window = Window.for_stimuli(stimuli, align=config.window_align, size=config.window_size)
-    check_window_fillable(load_tokenizer(config.model_name(stimuli)), stimuli, window)
+    tokenizer = load_tokenizer(config.model_name(stimuli))
+    check_window_fillable(tokenizer, stimuli, window)
     check_options(config, stimuli, n_units(config, stimuli))
     key = config.key(stimuli)
     directory = run_directory(config, stimuli, key)
     check_writable(config.output, field="--output")
     timings = _claim(directory, key)
-    return Run(config, directory, stimuli, window, key, timings=timings, progress=progress)
+    return Run(config, directory, stimuli, window, key, tokenizer, timings, progress)
 
 
 def n_units(config: RunConfig, stimuli: StimulusSet) -> dict[str, int]:
@@ -645,8 +647,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         return out
 
     spaces = run.stage("activations", extract_stage)
-    tokenizer = load_tokenizer(config.model_name(run.stimuli))
-    nuisance = nuisance_activations(run.stimuli, tokenizer, run.window)
+    nuisance = nuisance_activations(run.stimuli, run.tokenizer, run.window)
     concepts = [
         run.stage(
             f"concept-{safe_name(factor)}",
@@ -667,7 +668,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         "run_key": run.key,
         "timings_s": run.timings,
     }
-    lengths = length_check(run.stimuli, tokenizer)
+    lengths = length_check(run.stimuli, run.tokenizer)
     write_report(run.directory, run.stimuli, config, spaces, concepts, provenance, lengths)
     return run.directory
 
