@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cogsae import vis
-from cogsae.contrasts import univariate_contrast
+from cogsae.analysis import vis
+from cogsae.analysis.contrasts import univariate_contrast
 from cogsae.extract import Window, extract_activations
 from cogsae.model import load_model
-from cogsae.rsa import categorical_rsa, discriminative_rsa
-from cogsae.selection import SELECTORS
+from cogsae.analysis.rsa import categorical_rsa, discriminative_rsa
+from cogsae.analysis.selection import SELECTORS
 from cogsae.stimuli import load_stimuli
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

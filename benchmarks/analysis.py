@@ -1,14 +1,14 @@
 """Benchmark of the per-unit analysis statistics against per-unit reference loops.
 
 cogsae computes, for every unit at once: categorical and discriminative per-unit RSA
-scores (``cogsae.rsa.unit_rsa_scores``) and the univariate contrast (Welch t, p, BH q,
-Hedges g, AUROC; ``cogsae.contrasts.univariate_contrast``). The reference computes the
+scores (``cogsae.analysis.rsa.unit_rsa_scores``) and the univariate contrast (Welch t, p, BH q,
+Hedges g, AUROC; ``cogsae.analysis.contrasts.univariate_contrast``). The reference computes the
 same numbers one unit at a time with rsatoolbox (``calc_rdm`` + ``compare``) and
 scipy/sklearn (``ttest_ind``, ``roc_auc_score``), timed on a subset of units and
 extrapolated. Data are synthetic: half dense Gaussian units, half sparse ReLU
 ("SAE-like") units, some with a planted condition effect; no position is masked so the
 reference's rsatoolbox RDMs equal cogsae's. Agreement on the subset is printed too, and
-the time of one call of each selector (``cogsae.selection``) on a smaller unit set.
+the time of one call of each selector (``cogsae.analysis.selection``) on a smaller unit set.
 
     python benchmarks/analysis.py [--units 50000] [--items 100] [--positions 16]
 """
@@ -26,9 +26,9 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from cogsae.activations import window_mean
-from cogsae.contrasts import univariate_contrast
-from cogsae.rsa import unit_rsa_scores
-from cogsae.selection import SELECTORS
+from cogsae.analysis.contrasts import univariate_contrast
+from cogsae.analysis.rsa import unit_rsa_scores
+from cogsae.analysis.selection import SELECTORS
 
 
 def synthetic(n_items: int, n_positions: int, n_units: int, seed: int) -> tuple[np.ndarray, ...]:

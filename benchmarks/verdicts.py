@@ -8,7 +8,7 @@ means and the dense L2 probe on raw units; 10 x 5-fold CV.
 
 Reference: the procedure written the plain way, one training set at a time: the public
 single-set selector on the set's items, then scikit-learn's liblinear L1 (or dual L2)
-logistic regression, fold AUROC by scikit-learn. New: `cogsae.ensemble.evaluate`, which
+logistic regression, fold AUROC by scikit-learn. New: `cogsae.analysis.ensemble.evaluate`, which
 fits every training set of a batch of permutations at once. Both run the observed
 analysis plus N permutations; the script checks they give the same fold AUROCs, prints
 seconds per permutation of each and the ratio, and projects the default 1,000.
@@ -27,8 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from cogsae.activations import Activations
-from cogsae.ensemble import DenseL2, DiffMeans, SelectedL1, SpaceData, evaluate, make_plan
-from cogsae.selection import SELECTORS
+from cogsae.analysis.ensemble import DenseL2, DiffMeans, SelectedL1, SpaceData, evaluate, make_plan
+from cogsae.analysis.selection import SELECTORS
 
 N_ITEMS, N_POSITIONS, N_SAE, N_ACTIVE, N_RAW, N_SIGNAL = 128, 12, 8192, 5000, 576, 16
 METHODS = ("rsa_discriminative", "rsa_categorical", "max_activation", "contrast", "random")

@@ -9,8 +9,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cogsae.model import DEFAULT_MODEL, LoadedModel, default_model_dir, load_model, load_tokenizer
-
-TINY_LAYER = 1
+from cogsae.sae.base import SAE, SAEConfig
+from cogsae.sae.io import save_sae
+from tests.helpers import TINY_LAYER, planted_set
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +64,21 @@ def isolated_cache(
     return cache
 
 
-def write(tmp_path: Path, text: str, name: str = "set.yaml") -> Path:
-    """Write a stimulus YAML file for a test."""
-    path = tmp_path / name
-    path.write_text(text, encoding="utf-8")
-    return path
+@pytest.fixture(scope="session")
+def tiny_assets(tiny_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The tiny model and a random SAE for it, saved as folders a RunConfig can name."""
+    folder = tmp_path_factory.mktemp("tiny")
+    tiny_model.model.save_pretrained(folder / "model")
+    tiny_model.tokenizer.save_pretrained(folder / "model")
+    torch.manual_seed(1)
+    cfg = SAEConfig("standard", d_in=64, d_sae=128, model_name="model", layer=tiny_model.layer)
+    sae = SAE(cfg)
+    with torch.no_grad():
+        sae.W_enc.normal_(0, 0.3)
+        sae.W_dec.copy_(sae.W_enc.T)
+    save_sae(sae, folder / "sae")
+    return {
+        "model": str(folder / "model"),
+        "sae": str(folder / "sae"),
+        "stimuli": planted_set(folder),
+    }

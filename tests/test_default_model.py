@@ -13,8 +13,8 @@ from cogsae.cli import main
 from cogsae.extract import extract_activations
 from cogsae.model import LoadedModel, load_model
 from cogsae.stimuli import load_stimuli
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 

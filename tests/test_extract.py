@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_LAYER, write
 
 from cogsae.extract import Window, extract_activations, window_positions
 from cogsae.model import LoadedModel, decoder_blocks
 from cogsae.stimuli import load_stimuli
+from tests.helpers import TINY_LAYER, write
 
 TEXTS = [
     "The team won the title after an unbeaten season.",

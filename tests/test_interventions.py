@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import TINY_LAYER, write
 
 from cogsae.cli import main
 from cogsae.interventions import (
@@ -24,30 +23,10 @@ from cogsae.interventions import (
     write_effects,
 )
 from cogsae.model import LoadedModel, decoder_blocks, residual_hook
-from cogsae.sae.base import SAE, SAEConfig
+from cogsae.sae.base import SAE
 from cogsae.sae.io import save_sae
 from cogsae.stimuli import load_stimuli
-
-TEXTS = ["The team won the title after an unbeaten season.", "She lost the final match."]
-CONSTANT = 0  # feature that fires with the same value everywhere (encoder weights zero)
-DEAD = 1  # feature that never fires
-
-
-def random_sae(d_in: int, d_sae: int, seed: int = 0, decoder_scale: float = 1.0) -> SAE:
-    """A random ReLU SAE with input normalisation (so model and SAE space differ), plus a
-    feature that is constant everywhere (encoder weights zero) and one that never fires."""
-    cfg = SAEConfig(
-        "standard", d_in, d_sae, apply_b_dec_to_input=True, norm_scale=0.5, layer=TINY_LAYER
-    )
-    sae = SAE(cfg)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) / d_in**0.5)
-        sae.W_dec.mul_(decoder_scale)
-        sae.W_enc[:, [CONSTANT, DEAD]] = 0
-        sae.b_enc[CONSTANT], sae.b_enc[DEAD] = 0.7, -1.0
-    return sae.eval()
+from tests.helpers import CONSTANT, DEAD, TEXTS, TINY_LAYER, random_sae, write
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import test_pipeline
 import torch
 from click.testing import CliRunner
-from test_pipeline import CHROMIUM, config
 
-from cogsae import features
+from cogsae import inspect as features
 from cogsae._io import (
     CacheError,
     _digest,
@@ -32,18 +30,17 @@ from cogsae._io import (
     loads_data,
     write_checked,
 )
+from cogsae.analysis.ensemble import LinearModel, make_plan
 from cogsae.cli import main
-from cogsae.ensemble import LinearModel, make_plan
 from cogsae.errors import CogsaeError
 from cogsae.extract import check_context, extract_activations, length_batches
+from cogsae.judges import APIJudge, chat_completions_url, post_json
 from cogsae.model import LoadedModel
-from cogsae.pipeline import ConceptResult, RunConfig, execute, prepare
+from cogsae.pipeline.execute import ConceptResult, RunConfig, execute, prepare
 from cogsae.report import render_html
 from cogsae.sae.train import TrainConfig, _restore
-from cogsae.scoring import APIJudge, chat_completions_url, post_json
 from cogsae.stimuli import load_stimuli
-
-tiny_assets = test_pipeline.tiny_assets  # the tiny model and SAE folders (module fixture)
+from tests.helpers import CHROMIUM, run_config
 
 XSS = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 
@@ -73,7 +70,7 @@ def hostile_set(tiny_assets: dict, folder: Path, name: str = "hostile") -> Path:
 def small(tiny_assets: dict, output: Path, **overrides) -> RunConfig:
     """A quick run of the tiny model: few permutations, no figures."""
     options = {"n_permutations": 9, "n_bootstrap": 50, "n_splits": 3, "figures": False}
-    return config(tiny_assets, output, **{**options, **overrides})
+    return run_config(tiny_assets, output, **{**options, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +94,9 @@ def test_run_key_follows_stimulus_content_and_model_and_sae_files(
     shutil.copytree(tiny_assets["model"], model)
     sae = tmp_path / "sae"
     shutil.copytree(tiny_assets["sae"], sae)
-    cfg = config(tiny_assets, tmp_path, stimuli=str(stimuli_path), model=str(model), sae=str(sae))
+    cfg = run_config(
+        tiny_assets, tmp_path, stimuli=str(stimuli_path), model=str(model), sae=str(sae)
+    )
     key = cfg.key(load_stimuli(stimuli_path))
 
     stimuli_path.write_text(stimuli_path.read_text().replace("round 1.", "round one."))
@@ -462,7 +461,7 @@ def test_impossible_options_fail_before_model_work(
     value: str | None,
     message: str,
 ) -> None:
-    monkeypatch.setattr("cogsae.pipeline.load_model", _no_model)
+    monkeypatch.setattr("cogsae.pipeline.execute.load_model", _no_model)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     output = tmp_path / "results"

@@ -7,14 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write
 
 from cogsae.cli import main
 from cogsae.errors import CogsaeError
 from cogsae.extract import MAX_WINDOW_SIZE, Window, check_window_fillable
 from cogsae.stimuli import Item, load_stimuli
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, write
 
 SHORT = """\
 name: demo

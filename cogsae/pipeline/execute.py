@@ -38,7 +38,7 @@ from cogsae._io import (
     write_json,
 )
 from cogsae.activations import Activations
-from cogsae.contrasts import (
+from cogsae.analysis.contrasts import (
     ContrastResult,
     GLMResult,
     factorial_glm,
@@ -46,8 +46,8 @@ from cogsae.contrasts import (
     permute_labels,
     univariate_contrast,
 )
-from cogsae.design import NUISANCE_NAMES, find_pairs, nuisance_features
-from cogsae.ensemble import (
+from cogsae.analysis.design import NUISANCE_NAMES, find_pairs, nuisance_features
+from cogsae.analysis.ensemble import (
     CVPlan,
     DenseL2,
     DiffMeans,
@@ -56,6 +56,12 @@ from cogsae.ensemble import (
     compare,
     evaluate,
     make_plan,
+)
+from cogsae.analysis.rsa import (
+    CategoricalRSA,
+    DiscriminativeRSA,
+    categorical_rsa,
+    discriminative_rsa,
 )
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable, extract_activations
@@ -69,7 +75,6 @@ from cogsae.model import (
     resolve_model,
     source_fingerprint,
 )
-from cogsae.rsa import CategoricalRSA, DiscriminativeRSA, categorical_rsa, discriminative_rsa
 from cogsae.sae.io import sae_files_fingerprint
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
 
@@ -604,7 +609,7 @@ def _transfer(
     run: Run, factor: str, methods: list[MethodResult], test_spaces: dict[str, Activations]
 ) -> dict[str, Any]:
     """Final ensembles scored on the held-out ``test:`` items."""
-    from cogsae.scoring import transfer_score
+    from cogsae.judges import transfer_score
 
     labels = run.stimuli.labels(factor, test=True)
     groups = run.stimuli.groups(test=True)
@@ -682,7 +687,7 @@ def nuisance_activations(stimuli: StimulusSet, tokenizer: Any, window: Window) -
 
 def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any) -> dict[str, Any]:
     """Top corpus examples of every method's final ensemble, judged for relevance."""
-    from cogsae.scoring import score_corpus
+    from cogsae.judges import score_corpus
 
     return score_corpus(
         [m for m in concept.methods if m.space in ("raw", "sae")],  # model units only

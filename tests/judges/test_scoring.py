@@ -12,12 +12,10 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score
 
 from cogsae.activations import Activations
-from cogsae.contrasts import bootstrap_indices
-from cogsae.ensemble import LinearModel
+from cogsae.analysis.contrasts import bootstrap_indices
+from cogsae.analysis.ensemble import LinearModel
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel
-from cogsae.sae.base import SAE, SAEConfig
-from cogsae.scoring import (
+from cogsae.judges import (
     NO_SCORE,
     APIJudge,
     CalibrationItem,
@@ -40,6 +38,8 @@ from cogsae.scoring import (
     top_examples,
     transfer_score,
 )
+from cogsae.model import LoadedModel
+from cogsae.sae.base import SAE, SAEConfig
 
 CORPUS = """\
 The old mill stood by the river for two hundred years. Children played near it every summer.
@@ -93,7 +93,7 @@ def test_transfer_matches_sklearn_and_drops_other_levels() -> None:
 
 
 def test_transfer_bootstrap_keeps_test_groups_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    import cogsae.scoring
+    import cogsae.judges
 
     labels = np.tile([1, 0], 10)  # 10 matched test groups: one target, one reference
     groups = np.repeat([f"t{g}" for g in range(10)], 2)
@@ -105,7 +105,7 @@ def test_transfer_bootstrap_keeps_test_groups_whole(monkeypatch: pytest.MonkeyPa
         drawn.append(bootstrap_indices(*args, **kwargs))
         return drawn[-1]
 
-    monkeypatch.setattr(cogsae.scoring, "bootstrap_indices", recording)
+    monkeypatch.setattr(cogsae.judges, "bootstrap_indices", recording)
     transfer_score(linear([0], [1.0]), acts, labels, groups, n_bootstrap=50)
     assert len(drawn) == 50
     for idx in drawn:

@@ -7,15 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write
 
+from cogsae.analysis.design import NUISANCE_NAMES, find_pairs, nuisance_features, write_grouped
 from cogsae.cli import main
-from cogsae.design import NUISANCE_NAMES, find_pairs, nuisance_features, write_grouped
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable
 from cogsae.stimuli import load_stimuli
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, write
 
 PAIRED = """\
 name: paired

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from cogsae.contrasts import univariate_contrast
-from cogsae.rsa import unit_rdm
-from cogsae.vis import mds_plot, position_profile, rdm_heatmap, volcano_plot
+from cogsae.analysis.contrasts import univariate_contrast
+from cogsae.analysis.rsa import unit_rdm
+from cogsae.analysis.vis import mds_plot, position_profile, rdm_heatmap, volcano_plot
 
 PNG_MAGIC = b"\x89PNG"
 

@@ -138,7 +138,7 @@ def validate(files: tuple[str, ...], model_name: str | None, groups_out: str | N
         raise CogsaeError("--write-groups takes a single FILE", field="--write-groups")
     sets = [load_stimuli(path) for path in files]  # structural errors first: no tokenizer yet
 
-    from cogsae.design import find_pairs, write_grouped
+    from cogsae.analysis.design import find_pairs, write_grouped
     from cogsae.extract import MAX_WINDOW_SIZE, Window, check_window_fillable
     from cogsae.model import DEFAULT_MODEL, load_tokenizer
 
@@ -216,7 +216,7 @@ def extract(
 
 
 # --------------------------------------------------------------------------- unit inspection
-# and interventions (cogsae.features, cogsae.interventions)
+# and interventions (cogsae.inspect, cogsae.interventions)
 
 
 def _sae_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -288,7 +288,7 @@ def _split_value(spec: str) -> tuple[str, str | None]:
 
 def _steer_source(source: str) -> tuple[str, Any]:
     """("feature", N), ("unit", N) or ("ensemble", Ensemble) from a --steer SOURCE."""
-    from cogsae.features import load_ensemble
+    from cogsae.inspect import load_ensemble
 
     kind, _, index = source.partition(":")
     if kind in ("feature", "unit"):
@@ -341,7 +341,7 @@ def inspect(
     """
     from pathlib import Path
 
-    from cogsae import features
+    from cogsae import inspect as features
 
     if sum(x is not None for x in (feature, unit, ensemble_spec)) != 1:
         raise CogsaeError("give exactly one of --feature, --unit, --ensemble", field="feature")
@@ -454,7 +454,8 @@ def clamp(
     """
     from pathlib import Path
 
-    from cogsae import features, interventions
+    from cogsae import inspect as features
+    from cogsae import interventions
     from cogsae.stimuli import load_stimuli
 
     if bool(prompts) == bool(measure_path):
@@ -600,7 +601,8 @@ def attribute(
     """
     from pathlib import Path
 
-    from cogsae import features, interventions
+    from cogsae import inspect as features
+    from cogsae import interventions
 
     ids = list(feature_ids)
     if ensemble_spec:
@@ -743,7 +745,7 @@ def run(file: str, quiet: bool, **options: Any) -> None:
     results/<set>/<run>/report.html and friends. Re-running with the same options reuses
     finished stages.
     """
-    from cogsae.pipeline import RunConfig, execute
+    from cogsae.pipeline.execute import RunConfig, execute
 
     options["model"] = options.pop("model_name")
     options["window_align"] = options.pop("window_align")

@@ -12,7 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
 from cogsae.activations import Activations, window_mean
-from cogsae.ensemble import (
+from cogsae.analysis.ensemble import (
     DenseL2,
     DiffMeans,
     FoldSets,
@@ -26,8 +26,8 @@ from cogsae.ensemble import (
     fold_scores,
     make_plan,
 )
+from cogsae.analysis.selection import SELECTORS, Selection
 from cogsae.errors import CogsaeError
-from cogsae.selection import SELECTORS, Selection
 
 N_ITEMS, N_POSITIONS, N_UNITS, N_PLANTED = 40, 4, 200, 5
 

@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 from cogsae.errors import CogsaeError
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import DEFAULT_SAE_DIR, load_sae, save_sae
+from tests.helpers import REPO
 
-FIXTURES = Path(__file__).resolve().parent / "data" / "saelens"
+FIXTURES = REPO / "tests" / "data" / "saelens"
 CASES = ["standard", "topk", "topk_rescale_checkpoint", "topk_rescale_inference", "jumprelu"]
 
 

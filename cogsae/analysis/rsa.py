@@ -13,7 +13,7 @@ Per-unit scores (docs/methods.md, "Per-unit RSA scores"), used for feature selec
 over window positions and reduces it to a categorical or a discriminative score, for all
 units at once and without materializing the RDMs (see ``unit_rsa_scores``). This is the
 per-position profile variant; the default selectors score window means
-(``cogsae.selection``).
+(``cogsae.analysis.selection``).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from cogsae.activations import window_mean
-from cogsae.contrasts import bootstrap_indices, check_labels, permute_labels
+from cogsae.analysis.contrasts import bootstrap_indices, check_labels, permute_labels
 from cogsae.errors import CogsaeError
 
 # rsatoolbox names of the RDM comparison methods; "pearson" is rsatoolbox's "corr".

@@ -29,8 +29,8 @@ from cogsae.errors import CogsaeError
 
 if TYPE_CHECKING:
     from cogsae.activations import Activations
-    from cogsae.ensemble import MethodResult
-    from cogsae.pipeline import ConceptResult, RunConfig
+    from cogsae.analysis.ensemble import MethodResult
+    from cogsae.pipeline.execute import ConceptResult, RunConfig
     from cogsae.stimuli import LengthCheck, StimulusSet
 
 ALPHA = 0.05
@@ -356,7 +356,7 @@ def _write_figures(
     spaces: dict[str, Activations],
 ) -> None:
     """PNG figures of each concept (``records``: its `concept_record`, computed once)."""
-    from cogsae import vis
+    from cogsae.analysis import vis
 
     folder.mkdir(parents=True, exist_ok=True)
     for concept, record in zip(concepts, records, strict=True):

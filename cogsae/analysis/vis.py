@@ -18,7 +18,7 @@ from scipy import stats
 from sklearn.manifold import MDS
 
 from cogsae._io import atomic_path
-from cogsae.contrasts import ContrastResult, welch_t
+from cogsae.analysis.contrasts import ContrastResult, welch_t
 from cogsae.errors import CogsaeError
 
 CONDITION_NAMES = ("reference", "target")  # label 0, label 1

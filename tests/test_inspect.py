@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_interventions import random_sae
 
 from cogsae.errors import CogsaeError
-from cogsae.features import (
+from cogsae.inspect import (
     CorpusScan,
     Readout,
     ensemble_readout,
@@ -30,6 +29,7 @@ from cogsae.features import (
     write_inspection,
 )
 from cogsae.model import LoadedModel
+from tests.helpers import random_sae
 
 CORPUS = "\n\n".join(
     [

@@ -8,14 +8,14 @@ from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import calc_rdm, compare
 from scipy import stats
 
-from cogsae.errors import CogsaeError
-from cogsae.rsa import (
+from cogsae.analysis.rsa import (
     _Crossnobis,
     categorical_rsa,
     discriminative_rsa,
     unit_rdm,
     unit_rsa_scores,
 )
+from cogsae.errors import CogsaeError
 
 
 def _profiles(n_items: int = 40, n_positions: int = 6, n_units: int = 80, seed: int = 0):

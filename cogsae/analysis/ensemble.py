@@ -10,7 +10,7 @@ sees training items only, the held-out items are scored, and the whole procedure
 
 The engine is batched: the training sets of many (permutation, repeat, fold) triples are
 fitted together. Window-mean selection scores are matrix products of per-unit moments
-(``cogsae.selection.TrainingMoments``), the L1 logistic fits are one vectorized proximal
+(``cogsae.analysis.selection.TrainingMoments``), the L1 logistic fits are one vectorized proximal
 Newton solver (:func:`fit_l1_logistic`), and the dense probe is a kernel logistic
 regression on a fold-invariant kernel (:func:`fit_kernel_logistic`); both solve exactly
 the objective of scikit-learn's liblinear solver.
@@ -46,9 +46,8 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from cogsae.activations import Activations
-from cogsae.contrasts import average_ranks, check_labels, permute_labels
-from cogsae.errors import CogsaeError
-from cogsae.selection import (
+from cogsae.analysis.contrasts import average_ranks, check_labels, permute_labels
+from cogsae.analysis.selection import (
     SELECTORS,
     WINDOW_MEAN_SCORES,
     Selection,
@@ -56,6 +55,7 @@ from cogsae.selection import (
     TrainingMoments,
     top_k_batch,
 )
+from cogsae.errors import CogsaeError
 
 # Independent random streams derived from a plan's seed: np.random.default_rng([seed, tag, ...]).
 _FOLDS, _PERMS, _FIT, _FINAL = range(4)
@@ -134,7 +134,7 @@ def make_plan(
     on their stratum (label, or "mixed" for groups holding both conditions), so a group
     never straddles train and test and every fold keeps the condition balance.
 
-    Permutations (``cogsae.contrasts.permute_labels``) only exchange what is exchangeable
+    Permutations (``cogsae.analysis.contrasts.permute_labels``) only exchange what is exchangeable
     under "labels carry no information": labels over items without groups; whole groups'
     labels among groups when every group is label-pure; labels within each group when a
     group holds both conditions. ``blocks`` [items] restricts every exchange to within a
@@ -416,7 +416,7 @@ class SelectedL1:
     C is fixed (default 1.0, mild shrinkage for ~100 items on k = 8 standardized units)
     rather than tuned by an inner CV: k is already small, and validity does not depend on
     C because the permutation null re-runs the same fixed procedure. ``selector``
-    defaults to ``cogsae.selection.SELECTORS[method]``; method "random" is the
+    defaults to ``cogsae.analysis.selection.SELECTORS[method]``; method "random" is the
     k-random-units baseline. The window-mean selectors run batched on moments; any other
     selector is called once per training set with that set's items only.
     """

@@ -9,7 +9,7 @@ from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
-from cogsae.contrasts import (
+from cogsae.analysis.contrasts import (
     average_ranks,
     bootstrap_indices,
     check_labels,

@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from conftest import TINY_LAYER
 
 from cogsae.cli import main
 from cogsae.corpus import files_hash, iter_documents, iter_token_chunks
@@ -18,6 +17,7 @@ from cogsae.model import LoadedModel, dtype_name, resolve_dtype
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import load_sae
 from cogsae.sae.metrics import sae_metrics
+from tests.helpers import TINY_LAYER
 
 WORDS = "the cat dog sat ran on under a mat tree house quickly slowly red blue".split()  # noqa: SIM905
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cogsae.contrasts import (
+from cogsae.analysis.contrasts import (
     groups_warning,
     label_pure,
     permutation_blocks,
@@ -20,7 +20,7 @@ from cogsae.contrasts import (
     univariate_contrast,
     welch_t,
 )
-from cogsae.rsa import categorical_rsa, discriminative_rsa
+from cogsae.analysis.rsa import categorical_rsa, discriminative_rsa
 
 ALPHA = 0.05
 
@@ -219,7 +219,7 @@ def test_population_rsa_permutes_within_factorial_blocks(monkeypatch) -> None:
     rng = np.random.default_rng(21)
     p_values = []
     with monkeypatch.context() as patch:
-        patch.setattr("cogsae.rsa.permute_labels", spy)
+        patch.setattr("cogsae.analysis.rsa.permute_labels", spy)
         for seed in range(30):
             x = rng.standard_normal((len(a), 20)) + 3.0 * b[:, None]
             rsa = categorical_rsa(

@@ -4,100 +4,24 @@ stages resumed, report written."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from cogsae.cli import main
-from cogsae.model import LoadedModel
-from cogsae.pipeline import RunConfig, execute
-from cogsae.sae.base import SAE, SAEConfig
-from cogsae.sae.io import save_sae
-
-SUBJECTS = ["The team", "My sister", "The company", "Our lab", "The band", "His class"]
-OBJECTS = ["the prize", "the contract", "the final", "the grant", "the award", "the vote"]
-GAIN = ["won", "secured", "earned", "claimed"]
-LOSS = ["lost", "forfeited", "missed", "dropped"]
-
-
-def planted_set(folder: Path) -> Path:
-    """A set whose conditions differ by verb identity, read in a window on the verb: even a
-    random model's activations carry that."""
-    lines = [
-        "name: planted",
-        "concept: winning",
-        "window: {align: target, size: 2}",
-        "factors: {condition: [gain, loss]}",
-        "items:",
-    ]
-
-    def item(text: str, condition: str, verb: str) -> str:
-        return f'  - {{text: "{text}", condition: {condition}, target: "{verb}"}}'
-
-    for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
-        for i in range(24):
-            verb = verbs[i % 4]
-            text = f"{SUBJECTS[i % 6]} {verb} {OBJECTS[(i // 6 + i) % 6]} in round {i}."
-            lines.append(item(text, condition, verb))
-    lines.append("test:")
-    for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
-        for i in range(6):
-            verb = verbs[i % 4]
-            lines.append(
-                item(f"{SUBJECTS[i]} {verb} {OBJECTS[i]} at last, in game {i}.", condition, verb)
-            )
-    path = folder / "planted.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def tiny_assets(tiny_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The tiny model and a random SAE for it, saved as folders a RunConfig can name."""
-    folder = tmp_path_factory.mktemp("tiny")
-    tiny_model.model.save_pretrained(folder / "model")
-    tiny_model.tokenizer.save_pretrained(folder / "model")
-    torch.manual_seed(1)
-    cfg = SAEConfig("standard", d_in=64, d_sae=128, model_name="model", layer=tiny_model.layer)
-    sae = SAE(cfg)
-    with torch.no_grad():
-        sae.W_enc.normal_(0, 0.3)
-        sae.W_dec.copy_(sae.W_enc.T)
-    save_sae(sae, folder / "sae")
-    return {
-        "model": str(folder / "model"),
-        "sae": str(folder / "sae"),
-        "stimuli": planted_set(folder),
-    }
-
-
-def config(assets: dict, output: Path, **overrides) -> RunConfig:
-    options = {
-        "stimuli": str(assets["stimuli"]),
-        "model": assets["model"],
-        "layer": 1,
-        "dtype": "float32",
-        "sae": assets["sae"],
-        "n_repeats": 2,
-        "n_permutations": 99,
-        "n_bootstrap": 200,
-        "n_snippets": 0,
-        "output": str(output),
-    }
-    return RunConfig(**{**options, **overrides})
+from cogsae.pipeline.execute import execute
+from tests.helpers import CHROMIUM, GAIN, LOSS, SUBJECTS, run_config
 
 
 @pytest.fixture(scope="module")
 def planted_run(tiny_assets: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run on the planted set (k = 4 main, 2 for the curve)."""
     output = tmp_path_factory.mktemp("results")
-    return execute(config(tiny_assets, output, k=(4, 2)), progress=False)
+    return execute(run_config(tiny_assets, output, k=(4, 2)), progress=False)
 
 
 def test_planted_signal_is_found_and_reported(planted_run: Path) -> None:
@@ -138,15 +62,15 @@ def test_planted_signal_is_found_and_reported(planted_run: Path) -> None:
 
 
 def test_rerun_reuses_finished_stages(tiny_assets: dict, tmp_path: Path, monkeypatch) -> None:
-    cfg = config(tiny_assets, tmp_path, n_permutations=19)
+    cfg = run_config(tiny_assets, tmp_path, n_permutations=19)
     directory = execute(cfg, progress=False)
     first = json.loads((directory / "results.json").read_text())
 
     def fail(*_args, **_kwargs):
         raise AssertionError("stage recomputed although it was finished")
 
-    monkeypatch.setattr("cogsae.pipeline.evaluate", fail)
-    monkeypatch.setattr("cogsae.pipeline.extract_activations", fail)
+    monkeypatch.setattr("cogsae.pipeline.execute.evaluate", fail)
+    monkeypatch.setattr("cogsae.pipeline.execute.extract_activations", fail)
     assert execute(cfg, progress=False) == directory
     again = json.loads((directory / "results.json").read_text())
     assert again["concepts"][0]["methods"] == first["concepts"][0]["methods"]
@@ -161,7 +85,7 @@ def test_shuffled_labels_are_significant_at_most_at_nominal_rate(
     significant = 0
     best_aurocs = []
     for seed in range(n_shuffles):
-        cfg = config(
+        cfg = run_config(
             tiny_assets,
             tmp_path,
             shuffle_labels=seed,
@@ -186,9 +110,6 @@ def test_cli_run_bad_option_is_one_line(tiny_assets: dict) -> None:
     result = CliRunner().invoke(main, ["run", str(tiny_assets["stimuli"]), "--k", "0"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
-
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make install adds it)")
@@ -236,7 +157,7 @@ def test_factorial_set_analyses_each_factor(tiny_assets: dict, tmp_path: Path) -
                 lines.append(f'  - {{text: "{SUBJECTS[g % 6]} {text} it in round {g}.", {fields}}}')
     path = tmp_path / "factorial.yaml"
     path.write_text("\n".join(lines) + "\n")
-    cfg = config(
+    cfg = run_config(
         tiny_assets, tmp_path, stimuli=str(path), n_permutations=9, n_splits=4, figures=False
     )
     results = json.loads((execute(cfg, progress=False) / "results.json").read_text())

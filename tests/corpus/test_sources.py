@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cogsae import corpus
 from cogsae.corpus import (
     batch_chunks,
     default_corpus,
@@ -16,6 +15,7 @@ from cogsae.corpus import (
     iter_token_chunks,
     select_documents,
 )
+from cogsae.corpus import sources as corpus
 from cogsae.errors import CogsaeError
 
 

@@ -1,6 +1,6 @@
 """Concept scoring of a fitted ensemble: held-out transfer, corpus scan, judged relevance.
 
-Three checks of what a method's final ensemble (`cogsae.ensemble.LinearModel`, fitted on
+Three checks of what a method's final ensemble (`cogsae.analysis.ensemble.LinearModel`, fitted on
 all items) has found:
 
 - `transfer_score`: AUROC and balanced accuracy on the set's ``test:`` items, which no
@@ -69,9 +69,9 @@ from cogsae._io import (
     stable_hash,
 )
 from cogsae.activations import Activations
-from cogsae.contrasts import bootstrap_indices
+from cogsae.analysis.contrasts import bootstrap_indices
+from cogsae.analysis.ensemble import LinearModel, MethodResult, fold_scores
 from cogsae.corpus import batch_chunks, corpus_files, files_hash, iter_documents
-from cogsae.ensemble import LinearModel, MethodResult, fold_scores
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, installed_package_dir, model_fingerprint
 from cogsae.sae.base import SAE
@@ -88,7 +88,7 @@ NO_SCORE = -1
 DEFAULT_SNIPPETS = 1000
 """Snippets scanned by default: ~15k tokens, ~57 CPU-seconds for SmolLM2-135M at layer 15."""
 
-CALIBRATION_PATH = Path(__file__).resolve().parent / "data" / "judge_calibration.yaml"
+CALIBRATION_PATH = Path(__file__).resolve().parent.parent / "data" / "judge_calibration.yaml"
 
 # Independent random streams: np.random.default_rng([seed, tag]).
 _SAMPLE, _BOOT = range(2)
@@ -174,7 +174,7 @@ def transfer_score(
 
 def _auroc_and_bacc(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(AUROC, balanced accuracy at decision 0) of ``scores`` [n] for ``labels`` [n]: the
-    held-out metrics of `cogsae.ensemble.fold_scores`, with every item held out."""
+    held-out metrics of `cogsae.analysis.ensemble.fold_scores`, with every item held out."""
     auc, bacc = fold_scores(scores[None], np.zeros((1, scores.size), bool), labels[None])
     return float(auc[0]), float(bacc[0])
 

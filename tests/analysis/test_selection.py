@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from cogsae.activations import window_mean
-from cogsae.errors import CogsaeError
-from cogsae.rsa import unit_rsa_scores
-from cogsae.selection import (
+from cogsae.analysis.rsa import unit_rsa_scores
+from cogsae.analysis.selection import (
     SELECTORS,
     WINDOW_MEAN_SCORES,
     Selection,
@@ -19,6 +18,7 @@ from cogsae.selection import (
     top_k,
     top_k_batch,
 )
+from cogsae.errors import CogsaeError
 
 PLANTED = np.array([3, 17, 42, 77, 120])
 HIGH_MEAN = np.array([5, 60, 99])

@@ -1,0 +1,1 @@
+"""Analysis of window activations: contrasts, RSA, unit selection, cross-validated readouts."""

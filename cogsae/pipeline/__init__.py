@@ -1,0 +1,1 @@
+"""The run: its configuration, its stages and its results."""

@@ -1,0 +1,97 @@
+"""Shared test builders: stimulus files, tiny models, synthetic data and binomial bands."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from cogsae.pipeline.execute import RunConfig
+from cogsae.sae.base import SAE, SAEConfig
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_LAYER = 1
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def write(tmp_path: Path, text: str, name: str = "set.yaml") -> Path:
+    """Write a stimulus YAML file for a test."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+SUBJECTS = ["The team", "My sister", "The company", "Our lab", "The band", "His class"]
+OBJECTS = ["the prize", "the contract", "the final", "the grant", "the award", "the vote"]
+GAIN = ["won", "secured", "earned", "claimed"]
+LOSS = ["lost", "forfeited", "missed", "dropped"]
+
+
+def planted_set(folder: Path) -> Path:
+    """A set whose conditions differ by verb identity, read in a window on the verb: even a
+    random model's activations carry that."""
+    lines = [
+        "name: planted",
+        "concept: winning",
+        "window: {align: target, size: 2}",
+        "factors: {condition: [gain, loss]}",
+        "items:",
+    ]
+
+    def item(text: str, condition: str, verb: str) -> str:
+        return f'  - {{text: "{text}", condition: {condition}, target: "{verb}"}}'
+
+    for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
+        for i in range(24):
+            verb = verbs[i % 4]
+            text = f"{SUBJECTS[i % 6]} {verb} {OBJECTS[(i // 6 + i) % 6]} in round {i}."
+            lines.append(item(text, condition, verb))
+    lines.append("test:")
+    for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
+        for i in range(6):
+            verb = verbs[i % 4]
+            lines.append(
+                item(f"{SUBJECTS[i]} {verb} {OBJECTS[i]} at last, in game {i}.", condition, verb)
+            )
+    path = folder / "planted.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_config(assets: dict, output: Path, **overrides) -> RunConfig:
+    options = {
+        "stimuli": str(assets["stimuli"]),
+        "model": assets["model"],
+        "layer": 1,
+        "dtype": "float32",
+        "sae": assets["sae"],
+        "n_repeats": 2,
+        "n_permutations": 99,
+        "n_bootstrap": 200,
+        "n_snippets": 0,
+        "output": str(output),
+    }
+    return RunConfig(**{**options, **overrides})
+
+
+TEXTS = ["The team won the title after an unbeaten season.", "She lost the final match."]
+CONSTANT = 0  # feature that fires with the same value everywhere (encoder weights zero)
+DEAD = 1  # feature that never fires
+
+
+def random_sae(d_in: int, d_sae: int, seed: int = 0, decoder_scale: float = 1.0) -> SAE:
+    """A random ReLU SAE with input normalisation (so model and SAE space differ), plus a
+    feature that is constant everywhere (encoder weights zero) and one that never fires."""
+    cfg = SAEConfig(
+        "standard", d_in, d_sae, apply_b_dec_to_input=True, norm_scale=0.5, layer=TINY_LAYER
+    )
+    sae = SAE(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) / d_in**0.5)
+        sae.W_dec.mul_(decoder_scale)
+        sae.W_enc[:, [CONSTANT, DEAD]] = 0
+        sae.b_enc[CONSTANT], sae.b_enc[DEAD] = 0.7, -1.0
+    return sae.eval()
