@@ -15,10 +15,10 @@ import numpy as np
 
 from cogsae.analysis import vis
 from cogsae.analysis.contrasts import univariate_contrast
-from cogsae.extract import Window, extract_activations
-from cogsae.model import load_model
 from cogsae.analysis.rsa import categorical_rsa, discriminative_rsa
 from cogsae.analysis.selection import SELECTORS
+from cogsae.extract import Window, extract_activations
+from cogsae.model import load_model
 from cogsae.stimuli import load_stimuli
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from cogsae._io import cache_dir
-from cogsae.pipeline.execute import RunConfig, execute
+from cogsae.pipeline import RunConfig, execute
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_COLD_S = 300

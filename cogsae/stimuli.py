@@ -131,7 +131,8 @@ class StimulusSet:
         )
 
     def permutation_blocks(self, factor: str | None = None) -> np.ndarray | None:
-        """[items] blocks to permute ``factor`` within (``cogsae.analysis.contrasts.permutation_blocks``).
+        """[items] blocks to permute ``factor`` within
+        (``cogsae.analysis.contrasts.permutation_blocks``).
 
         None for single-factor sets; otherwise (group, levels of the other factors), so a
         permutation of one factor leaves the others balanced.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cogsae.pipeline.execute import RunConfig
+from cogsae.pipeline import RunConfig
 from cogsae.sae.base import SAE, SAEConfig
 
 REPO = Path(__file__).resolve().parents[1]

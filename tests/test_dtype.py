@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from cogsae.cli import main
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, dtype_name, load_model, resolve_dtype
-from cogsae.pipeline.execute import RunConfig
+from cogsae.pipeline import RunConfig
 from cogsae.sae.train import TrainConfig, _init_sae, _Trainer
 from cogsae.stimuli import load_stimuli
 from tests.helpers import TINY_LAYER, write

@@ -36,7 +36,7 @@ from cogsae.errors import CogsaeError
 from cogsae.extract import check_context, extract_activations, length_batches
 from cogsae.judges import APIJudge, chat_completions_url, post_json
 from cogsae.model import LoadedModel
-from cogsae.pipeline.execute import ConceptResult, RunConfig, execute, prepare
+from cogsae.pipeline import ConceptResult, RunConfig, execute, prepare
 from cogsae.report import render_html
 from cogsae.sae.train import TrainConfig, _restore
 from cogsae.stimuli import load_stimuli
@@ -461,7 +461,7 @@ def test_impossible_options_fail_before_model_work(
     value: str | None,
     message: str,
 ) -> None:
-    monkeypatch.setattr("cogsae.pipeline.execute.load_model", _no_model)
+    monkeypatch.setattr("cogsae.pipeline.stages.load_model", _no_model)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     output = tmp_path / "results"

@@ -338,7 +338,8 @@ def _profile_selector(kind: Literal["categorical", "discriminative"]) -> Callabl
     select.__name__ = f"rsa_{kind}_profile"
     select.__doc__ = (
         f"Top k units by per-unit {kind} RSA over the per-position profile of the window "
-        "(``cogsae.analysis.rsa.unit_rsa_scores``). Pair it with a readout on the same representation: "
+        "(``cogsae.analysis.rsa.unit_rsa_scores``). Pair it with a readout on the same "
+        "representation: "
         "the default L1 readout sees window means only. ``rng`` is unused."
     )
     return select

@@ -745,7 +745,7 @@ def run(file: str, quiet: bool, **options: Any) -> None:
     results/<set>/<run>/report.html and friends. Re-running with the same options reuses
     finished stages.
     """
-    from cogsae.pipeline.execute import RunConfig, execute
+    from cogsae.pipeline import RunConfig, execute
 
     options["model"] = options.pop("model_name")
     options["window_align"] = options.pop("window_align")

@@ -1,1 +1,7 @@
-"""The run: its configuration, its stages and its results."""
+"""The run: its configuration (`config`), its stages (`stages`) and its results (`results`)."""
+
+from cogsae.pipeline.config import RunConfig
+from cogsae.pipeline.results import ConceptResult
+from cogsae.pipeline.stages import execute, prepare
+
+__all__ = ["ConceptResult", "RunConfig", "execute", "prepare"]

@@ -25,18 +25,16 @@ import pandas as pd
 import seaborn as sns
 
 from cogsae._io import atomic_path, safe_name, write_json, write_text
+from cogsae.constants import ALPHA, INTERVAL, PAIRED_SHARE, READOUT_CORRECTION
 from cogsae.errors import CogsaeError
 
 if TYPE_CHECKING:
     from cogsae.activations import Activations
     from cogsae.analysis.ensemble import MethodResult
-    from cogsae.pipeline.execute import ConceptResult, RunConfig
+    from cogsae.pipeline.config import RunConfig
+    from cogsae.pipeline.results import ConceptResult
     from cogsae.stimuli import LengthCheck, StimulusSet
 
-ALPHA = 0.05
-PAIRED_SHARE = 0.25
-"""Share of a set's items that may look paired across conditions (without groups) before
-the main finding refuses to crown a readout or draw verdicts."""
 SPACE_COLORS = {"sae": "#1b9e77", "raw": "#7570b3"}
 
 
@@ -72,13 +70,6 @@ def _method_record(result: MethodResult, q: float, q_lower: float) -> dict[str, 
             "scale": model.scale.tolist(),
         },
     }
-
-
-READOUT_CORRECTION = "fdr_bh"
-"""Correction of readout p-values (each tail) over all readouts of a concept:
-Benjamini-Hochberg, the false discovery rate among readouts called above (or below) chance."""
-
-INTERVAL = "corrected repeated-CV t interval (Nadeau & Bengio 2003)"
 
 
 def _corrected(p_values: list[float]) -> list[float]:

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cogsae.cli import main
-from cogsae.pipeline.execute import execute
+from cogsae.pipeline import execute
 from tests.helpers import CHROMIUM, GAIN, LOSS, SUBJECTS, run_config
 
 
@@ -69,8 +69,8 @@ def test_rerun_reuses_finished_stages(tiny_assets: dict, tmp_path: Path, monkeyp
     def fail(*_args, **_kwargs):
         raise AssertionError("stage recomputed although it was finished")
 
-    monkeypatch.setattr("cogsae.pipeline.execute.evaluate", fail)
-    monkeypatch.setattr("cogsae.pipeline.execute.extract_activations", fail)
+    monkeypatch.setattr("cogsae.pipeline.stages.evaluate", fail)
+    monkeypatch.setattr("cogsae.pipeline.stages.extract_activations", fail)
     assert execute(cfg, progress=False) == directory
     again = json.loads((directory / "results.json").read_text())
     assert again["concepts"][0]["methods"] == first["concepts"][0]["methods"]
