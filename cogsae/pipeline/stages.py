@@ -71,7 +71,7 @@ from cogsae.pipeline.config import (
     RunConfig,
     replication_seeds,
 )
-from cogsae.pipeline.results import ConceptResult
+from cogsae.pipeline.results import ConceptResult, RunResult
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
 
 log = logging.getLogger(__name__)
@@ -465,9 +465,11 @@ def _transfer(
 
 
 def execute(config: RunConfig, progress: bool = True) -> Path:
-    """Run every stage (reusing finished ones) and write the report; returns the run dir."""
-    from cogsae.report import write_report
+    """Run every stage (reusing finished ones); returns the run directory.
 
+    Writes results.json and what needs the live results (per-unit tables, volcano, RDM and
+    profile figures); `cogsae.report.write_report` turns the directory into the report.
+    """
     run = prepare(config, progress)
     log.info("run directory %s", run.directory)
     loaded: dict[str, Any] = {}
@@ -511,7 +513,12 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         "timings_s": run.timings,
     }
     lengths = length_check(run.stimuli, run.tokenizer)
-    write_report(run.directory, run.stimuli, config, spaces, concepts, provenance, lengths)
+    result = RunResult.from_run(run.stimuli, config, spaces["items"], concepts, provenance, lengths)
+    for concept in concepts:
+        concept.write_tables(run.directory / "tables")
+        if config.figures:
+            concept.write_figures(run.directory / "figures", spaces["items"])
+    result.write(run.directory)
     return run.directory
 
 
