@@ -2,7 +2,8 @@
 
 stimuli -> raw activations (cached) -> SAE features -> per concept: contrasts, population
 RSA, cross-validated ensembles of every selection method in every space beside the
-baselines, paired comparisons, held-out transfer, corpus scan -> results.json + report.
+baselines, paired comparisons, held-out transfer, corpus scan -> results.json (read by
+`cogsae.report`).
 
 Each finished stage is stored as data (`cogsae._io.save_data`: JSON + npz, checksummed,
 never pickled) in ``<run dir>/stages/`` together with the run key it was computed under;
