@@ -492,13 +492,11 @@ def inspect_readout(
 
 def histogram_png(values: np.ndarray, label: str) -> bytes:
     """PNG of the histogram of the nonzero activations (log count axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     nonzero = values[values != 0]
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.2))
+    ax = fig.subplots()
     ax.hist(nonzero, bins=60, color="#d9480f")
     ax.set_yscale("log")
     ax.set_xlabel("activation")
@@ -510,7 +508,6 @@ def histogram_png(values: np.ndarray, label: str) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
     return buf.getvalue()
 
 

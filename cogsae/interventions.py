@@ -300,10 +300,7 @@ def measure_effect(
 
 def write_effects(effects: Sequence[Effect], csv_path: Path, png_path: Path, title: str) -> None:
     """The sweep as a CSV table and a PNG plot (effect with CI bars, per-condition deltas)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     buf = io.StringIO()
     writer = csv.writer(buf)
@@ -313,7 +310,8 @@ def write_effects(effects: Sequence[Effect], csv_path: Path, png_path: Path, tit
     write_text(csv_path, buf.getvalue())
 
     x = [e.strength for e in effects]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.axhline(0, color="grey", lw=0.8)
     effect = np.array([e.effect for e in effects])
     ci = np.array([[e.ci_low for e in effects], [e.ci_high for e in effects]])
@@ -330,7 +328,6 @@ def write_effects(effects: Sequence[Effect], csv_path: Path, png_path: Path, tit
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
 
 
 @dataclass(frozen=True)

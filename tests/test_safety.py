@@ -37,7 +37,7 @@ from cogsae.extract import check_context, extract_activations, length_batches
 from cogsae.judges import APIJudge, chat_completions_url, post_json
 from cogsae.model import LoadedModel
 from cogsae.pipeline import ConceptResult, RunConfig, execute, prepare
-from cogsae.report import render_html
+from cogsae.report import render_html, write_report
 from cogsae.sae.train import TrainConfig, _restore
 from cogsae.stimuli import load_stimuli
 from tests.helpers import CHROMIUM, run_config
@@ -78,7 +78,9 @@ def hostile_run(tiny_assets: dict, tmp_path_factory: pytest.TempPathFactory) -> 
     """A finished run whose description and concept carry HTML/JS."""
     folder = tmp_path_factory.mktemp("hostile")
     stimuli = hostile_set(tiny_assets, folder)
-    return execute(small(tiny_assets, folder / "out", stimuli=str(stimuli)), progress=False)
+    directory = execute(small(tiny_assets, folder / "out", stimuli=str(stimuli)), progress=False)
+    write_report(directory)
+    return directory
 
 
 # --------------------------------------------------------------------------- 1. run identity
@@ -323,6 +325,7 @@ def test_factor_names_stay_inside_the_run_folder(tiny_assets: dict, tmp_path: Pa
     path.write_text(text.replace("condition: ", f'"{factor}": '))
     output = tmp_path / "out"
     directory = execute(small(tiny_assets, output, stimuli=str(path)), progress=False)
+    write_report(directory)
     written = [p for p in tmp_path.rglob("*") if p.is_file() and p != path]
     assert written and all(directory in p.parents for p in written)
     assert (directory / "tables" / "methods_up.csv").is_file()

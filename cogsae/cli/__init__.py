@@ -746,12 +746,12 @@ def run(file: str, quiet: bool, **options: Any) -> None:
     finished stages.
     """
     from cogsae.pipeline import RunConfig, execute
+    from cogsae.report import write_report
 
     options["model"] = options.pop("model_name")
     options["window_align"] = options.pop("window_align")
     config = RunConfig(stimuli=file, **options)
-    directory = execute(config, progress=not quiet)
-    click.echo(f"report: {directory / 'report.html'}")
+    click.echo(f"report: {write_report(execute(config, progress=not quiet))}")
 
 
 @main.command()

@@ -1,15 +1,78 @@
-"""What a run measured, per concept."""
+"""What a run measured: per concept (`ConceptResult`) and as a whole (`RunResult`).
+
+Both serialize themselves into the results.json layout that the report reads; the readout
+correction (Benjamini-Hochberg q over a concept's readouts, each tail) is applied here, once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from cogsae._io import atomic_path, safe_name, write_json
+from cogsae.activations import Activations
+from cogsae.analysis import vis
 from cogsae.analysis.contrasts import ContrastResult, GLMResult
 from cogsae.analysis.ensemble import MethodResult
 from cogsae.analysis.rsa import CategoricalRSA, DiscriminativeRSA
+from cogsae.constants import ALPHA, INTERVAL, READOUT_CORRECTION
+from cogsae.pipeline.config import RunConfig
+from cogsae.stimuli import LengthCheck, StimulusSet
+
+
+def corrected(p_values: list[float]) -> list[float]:
+    """``p_values`` corrected over the family by `READOUT_CORRECTION` (BH)."""
+    from statsmodels.stats.multitest import multipletests
+
+    return multipletests(p_values, method=READOUT_CORRECTION)[1].tolist() if p_values else []
+
+
+def method_record(result: MethodResult, q: float, q_lower: float) -> dict[str, Any]:
+    """JSON-ready record of one readout with its corrected upper (``q``) and lower q."""
+    model = result.model
+    return {
+        "method": result.method,
+        "space": result.space,
+        "k": result.k,
+        "auroc": result.auroc,
+        "auroc_ci": list(result.auroc_ci),
+        "fold_aurocs": np.round(result.fold_aurocs, 4).tolist(),
+        "balanced_accuracy": result.balanced_accuracy,
+        "balanced_accuracy_ci": list(result.balanced_accuracy_ci),
+        "p_value": result.p_value,
+        "p_corrected": q,
+        "p_lower": result.p_lower,
+        "q_lower": q_lower,
+        "below_chance": bool(q_lower < ALPHA),
+        "n_permutations_run": int(result.null_aurocs.size),
+        "selected_units": model.units.tolist() if model.units.size <= 64 else None,
+        "fold_units": [u.tolist() for u in result.selected_units] if result.k <= 64 else None,
+        "stability": result.stability,
+        "null_aurocs": np.round(result.null_aurocs, 4).tolist(),
+        "final_model": {
+            "units": model.units.tolist(),
+            "coef": model.coef.tolist(),
+            "intercept": model.intercept,
+            "mean": model.mean.tolist(),
+            "scale": model.scale.tolist(),
+        },
+    }
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """``fig`` as a PNG at ``path`` (atomically, at the report's resolution)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+
+
+def _csv(frame: Any, path: Path) -> None:
+    """``frame`` (a pandas DataFrame) as CSV at ``path`` (atomically, 6 significant digits)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, float_format="%.6g")
 
 
 @dataclass
@@ -54,3 +117,224 @@ class ConceptResult:
     paired_items: int = 0
     transfer: dict[str, Any] = field(default_factory=dict)
     corpus: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """The factor as a file-name part (the factor may be any text)."""
+        return safe_name(self.factor)
+
+    def q_values(self) -> tuple[list[float], list[float]]:
+        """[methods] upper- and lower-tail q of every readout, corrected over the readouts."""
+        return (
+            corrected([m.p_value for m in self.methods]),
+            corrected([m.p_lower for m in self.methods]),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary of the concept: the ``concepts`` entry of results.json."""
+        q_upper, q_lower = self.q_values()
+        plan = self.methods[0].plan
+        record: dict[str, Any] = {
+            "factor": self.factor,
+            "target": self.target,
+            "reference": self.reference,
+            "n_items": int(self.items.size),
+            "n_target": int((self.labels == 1).sum()),
+            "warnings": self.warnings,
+            "paired_items": self.paired_items,
+            "methods": [
+                method_record(m, q, ql)
+                for m, q, ql in zip(self.methods, q_upper, q_lower, strict=True)
+            ],
+            "readout_correction": READOUT_CORRECTION,
+            "interval": INTERVAL,
+            "cv": {
+                "repeats": plan.n_repeats,
+                "folds": plan.n_splits,
+                "test_fraction": plan.test_fraction,
+            },
+            "k_curve": [
+                {
+                    "method": m.method,
+                    "space": m.space,
+                    "k": m.k,
+                    "auroc": m.auroc,
+                    "auroc_ci": list(m.auroc_ci),
+                }
+                for m in self.k_curve
+            ],
+            "comparisons": self.comparisons,
+            "confound": self.confound,
+            "population_rsa": {space: self._rsa_record(space) for space in self.categorical},
+            "contrasts": {space: _contrast_record(c) for space, c in self.contrasts.items()},
+            "glm": {
+                space: {
+                    name: int(np.nansum(glm.q[i] < ALPHA)) for i, name in enumerate(glm.contrasts)
+                }
+                for space, glm in self.glm.items()
+            },
+            "transfer": self.transfer,
+            "corpus": self.corpus,
+        }
+        return record
+
+    def _rsa_record(self, space: str) -> dict[str, Any]:
+        """Population categorical and discriminative RSA of one space."""
+        cat, disc = self.categorical[space], self.discriminative[space]
+        return {
+            "categorical": {
+                "r": cat.r,
+                "p": cat.p,
+                "ci": [cat.ci_low, cat.ci_high],
+                "method": cat.method,
+                "metric": cat.metric,
+            },
+            "discriminative": {
+                "between": disc.between,
+                "within": disc.within,
+                "difference": disc.difference,
+                "p_between": disc.p_between,
+                "p_difference": disc.p_difference,
+                "edi": disc.edi,
+            },
+        }
+
+    def write_tables(self, folder: Path) -> None:
+        """Per-unit CSV tables that results.json only summarizes (contrasts, GLM)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for space, con in self.contrasts.items():
+            _csv(con.to_frame(), folder / f"contrasts_{self.tag}_{space}.csv")
+        for space, glm in self.glm.items():
+            _csv(glm.to_frame(), folder / f"glm_{space}.csv")
+
+    def write_figures(self, folder: Path, spaces: dict[str, Activations]) -> None:
+        """PNGs that need the live results: volcano, RDM heatmap and the position profile
+        of the best selection-based readout, per space (``spaces``: the items' activations)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{self.target} vs {self.reference}"
+        for space, con in self.contrasts.items():
+            _save(
+                vis.volcano_plot(con, title=f"{space}: {name}"),
+                folder / f"volcano_{self.tag}_{space}.png",
+            )
+            _save(
+                vis.rdm_heatmap(self.categorical[space].rdms, self.labels, title=f"{space} RDM"),
+                folder / f"rdm_{self.tag}_{space}.png",
+            )
+            best = max(
+                (
+                    m
+                    for m in self.methods
+                    if m.space == space and m.method in ("rsa_discriminative", "contrast")
+                ),
+                key=lambda m: m.auroc,
+                default=None,
+            )
+            if best is not None:
+                sub = spaces[space].subset(self.items)
+                profile = vis.position_profile(
+                    sub.values,
+                    sub.mask,
+                    self.labels,
+                    best.model.units,
+                    title=f"{space}:{best.method} units",
+                )
+                _save(profile, folder / f"profile_{self.tag}_{space}.png")
+
+
+def _contrast_record(con: ContrastResult) -> dict[str, Any]:
+    """Unit counts and the 10 strongest active units of one space's contrast."""
+    order = np.argsort(np.where(con.active, con.p, np.inf), kind="stable")[:10]
+    return {
+        "n_units": int(con.t.size),
+        "n_active": int(con.active.sum()),
+        "n_q05": int(np.nansum(con.q < ALPHA)),
+        "top": [
+            {
+                "unit": int(u),
+                "t": float(con.t[u]),
+                "q": float(con.q[u]),
+                "g": float(con.g[u]),
+                "auroc": float(con.auroc[u]),
+            }
+            for u in order
+        ],
+    }
+
+
+@dataclass
+class RunResult:
+    """A finished run as results.json holds it (plain JSON values, corrections applied).
+
+    Attributes:
+        stimuli: the set (name, path, levels, sizes, design rows, token-length test).
+        model: model name, layer, dtype and window of the activations.
+        spaces: unit space -> number of units.
+        config: the `RunConfig` as a dict.
+        shuffled_labels: whether labels were shuffled (a null run).
+        provenance: versions, run key and stage timings.
+        concepts: one `ConceptResult.to_dict` record per factor, the primary first.
+    """
+
+    stimuli: dict[str, Any]
+    model: dict[str, Any]
+    spaces: dict[str, int]
+    config: dict[str, Any]
+    shuffled_labels: bool
+    provenance: dict[str, Any]
+    concepts: list[dict[str, Any]]
+
+    @classmethod
+    def from_run(
+        cls,
+        stimuli: StimulusSet,
+        config: RunConfig,
+        spaces: dict[str, Activations],
+        concepts: list[ConceptResult],
+        provenance: dict[str, Any],
+        lengths: LengthCheck,
+    ) -> RunResult:
+        """Summarize a run (``spaces``: the items' activations per space)."""
+        raw = spaces["raw"]
+        return cls(
+            stimuli={
+                "name": stimuli.name,
+                "path": str(stimuli.path),
+                "description": stimuli.description,
+                "concept": stimuli.concept,
+                "factors": stimuli.factors,
+                "target": stimuli.target,
+                "reference": stimuli.reference,
+                "n_items": len(stimuli.items),
+                "n_test_items": len(stimuli.test_items),
+                "grouped": stimuli.groups() is not None,
+                "design": lengths.rows,
+                "length_test": {
+                    "test": lengths.test,
+                    "statistic": lengths.statistic,
+                    "p": lengths.p_value,
+                },
+            },
+            model={k: raw.meta[k] for k in ("model", "layer", "dtype", "window")},
+            spaces={name: acts.n_units for name, acts in spaces.items()},
+            config=asdict(config),
+            shuffled_labels=config.shuffle_labels is not None,
+            provenance=provenance,
+            concepts=[c.to_dict() for c in concepts],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results.json layout (top-level keys in their fixed order)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        """A `RunResult` from a loaded results.json."""
+        return cls(**data)
+
+    def write(self, directory: Path) -> Path:
+        """Write results.json into ``directory`` (atomically); returns its path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / "results.json"
+        write_json(path, self.to_dict())
+        return path

@@ -2,7 +2,8 @@
 
 stimuli -> raw activations (cached) -> SAE features -> per concept: contrasts, population
 RSA, cross-validated ensembles of every selection method in every space beside the
-baselines, paired comparisons, held-out transfer, corpus scan -> results.json + report.
+baselines, paired comparisons, held-out transfer, corpus scan -> results.json (read by
+`cogsae.report`).
 
 Each finished stage is stored as data (`cogsae._io.save_data`: JSON + npz, checksummed,
 never pickled) in ``<run dir>/stages/`` together with the run key it was computed under;
@@ -71,7 +72,7 @@ from cogsae.pipeline.config import (
     RunConfig,
     replication_seeds,
 )
-from cogsae.pipeline.results import ConceptResult
+from cogsae.pipeline.results import ConceptResult, RunResult
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
 
 log = logging.getLogger(__name__)
@@ -465,9 +466,11 @@ def _transfer(
 
 
 def execute(config: RunConfig, progress: bool = True) -> Path:
-    """Run every stage (reusing finished ones) and write the report; returns the run dir."""
-    from cogsae.report import write_report
+    """Run every stage (reusing finished ones); returns the run directory.
 
+    Writes results.json and what needs the live results (per-unit tables, volcano, RDM and
+    profile figures); `cogsae.report.write_report` turns the directory into the report.
+    """
     run = prepare(config, progress)
     log.info("run directory %s", run.directory)
     loaded: dict[str, Any] = {}
@@ -511,7 +514,12 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         "timings_s": run.timings,
     }
     lengths = length_check(run.stimuli, run.tokenizer)
-    write_report(run.directory, run.stimuli, config, spaces, concepts, provenance, lengths)
+    result = RunResult.from_run(run.stimuli, config, spaces["items"], concepts, provenance, lengths)
+    for concept in concepts:
+        concept.write_tables(run.directory / "tables")
+        if config.figures:
+            concept.write_figures(run.directory / "figures", spaces["items"])
+    result.write(run.directory)
     return run.directory
 
 

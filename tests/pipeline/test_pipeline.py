@@ -1,9 +1,11 @@
 """`cogsae run` end to end on a tiny random Llama: planted signal found, nulls calibrated,
-stages resumed, report written."""
+stages resumed, results serialized, report written from the run's files alone."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -13,15 +15,38 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cogsae.cli import main
-from cogsae.pipeline import execute
+from cogsae.pipeline import RunResult, execute
+from cogsae.report import write_report
 from tests.helpers import CHROMIUM, GAIN, LOSS, SUBJECTS, run_config
 
 
 @pytest.fixture(scope="module")
 def planted_run(tiny_assets: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A finished run on the planted set (k = 4 main, 2 for the curve)."""
+    """A finished run on the planted set (k = 4 main, 2 for the curve), with its report."""
     output = tmp_path_factory.mktemp("results")
-    return execute(run_config(tiny_assets, output, k=(4, 2)), progress=False)
+    directory = execute(run_config(tiny_assets, output, k=(4, 2)), progress=False)
+    assert not (directory / "report.md").exists()  # the pipeline writes results, not reports
+    assert write_report(directory) == directory / "report.html"
+    return directory
+
+
+def test_results_round_trip_through_run_result(planted_run: Path, tmp_path: Path) -> None:
+    text = (planted_run / "results.json").read_text()
+    loaded = json.loads(text)
+    assert RunResult.from_dict(loaded).to_dict() == loaded
+    RunResult.from_dict(loaded).write(tmp_path)
+    assert (tmp_path / "results.json").read_text() == text
+
+
+def test_report_needs_only_results_json(planted_run: Path, tmp_path: Path) -> None:
+    shutil.copy(planted_run / "results.json", tmp_path / "results.json")
+    write_report(tmp_path)
+    for name in ("tables/methods_condition.csv", "figures/auroc_condition.png", "report.md"):
+        assert (tmp_path / name).is_file(), name
+    # the same report, less the figures only the pipeline draws (it has the live results)
+    live = re.compile(r"!\[(volcano|rdm|profile) \w+\]\(figures/[^)]+\)\n\n")
+    expected = live.sub("", (planted_run / "report.md").read_text())
+    assert (tmp_path / "report.md").read_text() == expected
 
 
 def test_planted_signal_is_found_and_reported(planted_run: Path) -> None:
