@@ -203,7 +203,9 @@ def resolve_sae_folder(path_or_name: str | Path, layer: int | None = None) -> Pa
     for sub in subfolders:
         try:
             by_layer.setdefault(_residual_layer(sub), []).append(str(sub.relative_to(folder)))
-        except CogsaeError:
+        except CogsaeError as err:
+            if err.field not in ("hook_name", "hookpoint"):
+                raise
             skipped.append(str(sub.relative_to(folder)))
     every = [name for names in by_layer.values() for name in names]
     held = every if layer is None else by_layer.get(layer, [])
