@@ -259,6 +259,7 @@ def load_model(
     layer: int | None = None,
     dtype: str = "auto",
     device: str = "cpu",
+    device_map: str | dict[str, int | str] | None = None,
 ) -> LoadedModel:
     """Load a Llama-family causal LM for reading layer ``layer`` (default: the middle one).
 
@@ -270,6 +271,10 @@ def load_model(
             for extraction; float32 elsewhere, see `resolve_dtype`), "bfloat16", "float32"
             or "float16". The resolved dtype is logged and is ``LoadedModel.dtype``.
         device: "cpu", "cuda" or "cuda:N".
+        device_map: for a model larger than one device: passed to transformers'
+            ``from_pretrained`` (e.g. "auto"; needs accelerate), which places the blocks
+            instead of ``.to(device)``. ``device`` still names the kind of device (it
+            resolves ``dtype="auto"``); ``LoadedModel.device`` is the embeddings' device.
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CogsaeError("--device cuda asked for, but torch sees no CUDA device", field="device")
@@ -280,9 +285,11 @@ def load_model(
     transformers_logging.disable_progress_bar()
     with _offline_errors(name):
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch_dtype, local_files_only=True
+            source, dtype=torch_dtype, local_files_only=True, device_map=device_map
         )
-    model.to(device).eval()
+    if device_map is None:
+        model.to(device)
+    model.eval()
     n_layers = len(decoder_blocks(model))
     layer = n_layers // 2 if layer is None else layer
     if not 0 <= layer < n_layers:

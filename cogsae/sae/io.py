@@ -21,12 +21,23 @@ SAELens (which ignores ``norm_scaling_factor`` in a folder) computes the same en
   ``norm_scaling_factor``) keep their scale. Any other value of a field that changes the
   computation (per-token normalisation, head hooks, non-residual hooks, fine-tuning
   scale, other activations) is refused rather than read wrongly.
-- sparsify folders: ``cfg.json`` (``d_in``, ``k``, ``num_latents`` or
+- sparsify (EleutherAI) folders: ``cfg.json`` (``d_in``, ``k``, ``num_latents`` or
   ``expansion_factor``, ``activation == "topk"``) and ``sae.safetensors`` with
-  ``encoder.weight`` [d_sae, d_in], ``encoder.bias``, ``W_dec`` [d_sae, d_in], ``b_dec``;
-  encoding is topk(relu((x - b_dec) @ encoder.weight.T + encoder.bias)), so they load as
-  "topk" with ``apply_b_dec_to_input``. The layer comes from a folder name "layers.L"
-  (sparsify hooks the output of ``model.layers[L]``, cogsae's layer L).
+  ``encoder.weight`` [d_sae, d_in], ``encoder.bias`` [d_sae], ``W_dec`` [d_sae, d_in],
+  ``b_dec`` [d_in]. sparsify encodes topk(relu((x - b_dec) @ encoder.weight.T +
+  encoder.bias)) and decodes f @ W_dec + b_dec, so they load as "topk" with
+  ``apply_b_dec_to_input`` and ``W_enc = encoder.weight.T``. ``multi_topk`` and
+  ``normalize_decoder`` only change training; "groupmax", transcoders (``transcode``) and
+  skip connections (``skip_connection``, ``W_skip``) are refused. The folder name is the
+  hookpoint, a module path under the model's base (``LlamaModel``): "layers.L" is the
+  output of decoder block L, i.e. cogsae's layer L; a "seedN" folder takes its parent's
+  name; hookpoints inside a block ("layers.L.mlp", "layers.L.self_attn", ...) or outside
+  the blocks ("embed_tokens", "norm") are refused; any other name (a renamed folder)
+  leaves the layer unknown.
+- release folders with one SAE folder per hookpoint (sparsify's multi-layer output, SAELens
+  releases): `resolve_sae_folder` picks the subfolder whose residual-stream layer (from the
+  sparsify folder name or the SAELens hook) is the one asked for, and refuses, listing the
+  layers it holds, when none or several match.
 """
 
 from __future__ import annotations
@@ -56,7 +67,21 @@ SAE_FILES = frozenset(
 )
 """Files an SAE folder written or read by cogsae may hold (`cogsae train-sae` replaces it)."""
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)$")
+_RESIDUAL = re.compile(r"blocks\.(\d+)\.hook_resid_(pre|post)|(?:model\.)?layers\.(\d+)")
+"""Residual-stream hooks: TransformerLens names (SAELens) and block module paths (sparsify)."""
+_NOT_RESIDUAL = re.compile(
+    r"(?:model\.)?(?:(?:blocks|layers)\.\d+\..*|hook_.*|ln_final.*|embed_tokens|norm|lm_head)"
+)
+"""Hooks elsewhere: inside a block (mlp, attention, ...), the embeddings, the final norm."""
+_SEED = re.compile(r"seed\d+")
+_RELEASE_CFGS = ("*/cfg.json", "*/seed*/cfg.json")
+"""Where a release folder holds SAE folders: one per hookpoint, or per hookpoint and seed
+(sparsify trained with several ``init_seeds``)."""
+_SPARSIFY_FIELDS = frozenset(
+    {"d_in", "k", "num_latents", "expansion_factor", "activation", "normalize_decoder"}
+    | {"multi_topk", "transcode", "skip_connection", "signed"}
+)
+"""sparsify cfg.json fields cogsae knows (others are refused when set)."""
 
 
 def save_sae(sae: SAE, folder: str | Path, dtype: str = "float32") -> Path:
@@ -107,21 +132,24 @@ def save_sae(sae: SAE, folder: str | Path, dtype: str = "float32") -> Path:
     return folder
 
 
-def load_sae(path_or_name: str | Path, model: LoadedModel | None = None) -> SAE:
-    """Load an SAE folder (cogsae / SAELens / sparsify) or "default" (the shipped SAE).
+def load_sae(
+    path_or_name: str | Path, model: LoadedModel | None = None, *, layer: int | None = None
+) -> SAE:
+    """Load an SAE folder (cogsae / SAELens / sparsify), a release folder with one SAE per
+    layer, or "default" (the shipped SAE).
 
-    The SAE comes back in float32, eval mode, on ``model``'s device if given. With a
-    ``model``: a d_in different from its d_model is a `CogsaeError`; a recorded model
-    name or layer different from the model's is a warning (the SAE may still be useful).
+    ``layer`` (default: ``model``'s layer) picks the subfolder of a release folder (see
+    `resolve_sae_folder`); given explicitly, an SAE recorded on another layer is a
+    `CogsaeError`. The SAE comes back in float32, eval mode, on ``model``'s device
+    if given. With a ``model``: a d_in different from its d_model is a `CogsaeError`; a
+    recorded model name or layer different from the model's is a warning (the SAE may
+    still be useful).
     """
-    folder = DEFAULT_SAE_DIR if str(path_or_name) == "default" else Path(path_or_name)
+    folder = resolve_sae_folder(
+        path_or_name, model.layer if layer is None and model is not None else layer
+    )
     cfg_path = folder / "cfg.json"
-    if not cfg_path.is_file():
-        raise CogsaeError("not an SAE folder (no cfg.json)", path=folder, field="sae")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CogsaeError(f"invalid JSON: {err.msg}", path=cfg_path, line=err.lineno) from err
+    raw = _read_cfg(cfg_path)
     if (folder / SAELENS_WEIGHTS).is_file():
         cfg, state = _read_saelens(raw, load_file(folder / SAELENS_WEIGHTS), cfg_path)
     elif (folder / SPARSIFY_WEIGHTS).is_file():
@@ -131,6 +159,12 @@ def load_sae(path_or_name: str | Path, model: LoadedModel | None = None) -> SAE:
             f"no {SAELENS_WEIGHTS} (SAELens) or {SPARSIFY_WEIGHTS} (sparsify)",
             path=folder,
             field="sae",
+        )
+    if layer is not None and cfg.layer is not None and cfg.layer != layer:
+        raise CogsaeError(
+            f"the SAE reads layer {cfg.layer}, not the layer {layer} asked for",
+            path=folder,
+            field="layer",
         )
     sae = SAE(cfg)
     expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
@@ -146,15 +180,58 @@ def load_sae(path_or_name: str | Path, model: LoadedModel | None = None) -> SAE:
     return sae.eval()
 
 
-def sae_files_fingerprint(path_or_name: str | Path) -> str:
-    """Content hash of an SAE folder's cfg.json and weights, without loading it (cached
-    per file size and mtime, see `cogsae._io.files_fingerprint`)."""
+def resolve_sae_folder(path_or_name: str | Path, layer: int | None = None) -> Path:
+    """The single SAE folder that ``path_or_name`` means for residual-stream ``layer``.
+
+    An SAE folder (with a cfg.json) is itself; "default" is the shipped SAE; a
+    release folder (no cfg.json) gives its one subfolder whose SAE reads ``layer`` (any
+    layer if it holds a single SAE). `CogsaeError` (field "layer") lists the layers it
+    holds when ``layer`` is missing, absent or held by several subfolders, and names the
+    subfolders skipped because they read something other than the residual stream.
+    """
     folder = DEFAULT_SAE_DIR if str(path_or_name) == "default" else Path(path_or_name)
+    if (folder / "cfg.json").is_file():
+        return folder
+    found = [f.parent for pattern in _RELEASE_CFGS for f in folder.glob(pattern)]
+    subfolders = sorted(found) if folder.is_dir() else []
+    if not subfolders:
+        raise CogsaeError(
+            "not an SAE folder (no cfg.json, nor subfolders with one)", path=folder, field="sae"
+        )
+    by_layer: dict[int | None, list[str]] = {}
+    skipped = []
+    for sub in subfolders:
+        try:
+            by_layer.setdefault(_residual_layer(sub), []).append(str(sub.relative_to(folder)))
+        except CogsaeError as err:
+            if err.field not in ("hook_name", "hookpoint"):
+                raise
+            skipped.append(str(sub.relative_to(folder)))
+    every = [name for names in by_layer.values() for name in names]
+    held = every if layer is None else by_layer.get(layer, [])
+    if len(held) == 1:
+        return folder / held[0]
+    layers = "; ".join(
+        f"{'unknown' if key is None else key}: {', '.join(names)}"
+        for key, names in sorted(by_layer.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    )
+    others = f"; not on the residual stream: {', '.join(skipped)}" if skipped else ""
+    raise CogsaeError(
+        f"{'several SAEs' if held else 'no SAE'} for "
+        f"{'an unspecified layer' if layer is None else f'layer {layer}'} in this release "
+        f"folder; residual-stream layers here: {layers or 'none'}{others}",
+        path=folder,
+        field="layer",
+    )
+
+
+def sae_files_fingerprint(path_or_name: str | Path, layer: int | None = None) -> str:
+    """Content hash of an SAE folder's cfg.json and weights, without loading it (cached
+    per file size and mtime, see `cogsae._io.files_fingerprint`); ``layer`` picks the
+    folder of a release folder as in `resolve_sae_folder`."""
+    folder = resolve_sae_folder(path_or_name, layer)
     files = [folder / name for name in ("cfg.json", SAELENS_WEIGHTS, SPARSIFY_WEIGHTS)]
-    present = [f for f in files if f.is_file()]
-    if not present:
-        raise CogsaeError("not an SAE folder (no cfg.json)", path=folder, field="sae")
-    return files_fingerprint(present)
+    return files_fingerprint([f for f in files if f.is_file()])
 
 
 def check_compatible(sae: SAE, model: LoadedModel, where: str | Path = "SAE") -> None:
@@ -187,7 +264,7 @@ def _model_key(name: str) -> str:
 def _read_saelens(
     raw: dict[str, Any], state: dict[str, torch.Tensor], cfg_path: Path
 ) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
-    meta = {**raw, **(raw.get("metadata") or raw.get("meta") or {})}
+    meta = _saelens_meta(raw)
     architecture = raw.get("architecture", "standard")
     k = raw.get("k")
     activation = raw.get("activation_fn_str") or "relu"
@@ -225,7 +302,7 @@ def _read_saelens(
         apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", True)),
         norm_scale=float(factor) if normalize == "expected_average_only_in" else 1.0,
         model_name=meta.get("model_name"),
-        layer=_layer(meta.get("hook_name"), meta.get("hook_layer")),
+        layer=_saelens_layer(meta, cfg_path),
         context_size=meta.get("context_size"),
     )
     return cfg, state
@@ -235,49 +312,50 @@ def _refuse_unsupported(
     raw: dict[str, Any], meta: dict[str, Any], activation: str, architecture: str, cfg_path: Path
 ) -> None:
     """CogsaeError for a SAELens cfg value whose computation cogsae does not implement."""
-    hook = meta.get("hook_name") or ""
-    problems = [
-        (
-            activation not in ("relu", "topk"),
-            "activation_fn_str",
-            f"activation {activation!r} (cogsae implements relu and topk)",
-        ),
-        (
-            (raw.get("normalize_activations") or "none")
-            not in ("none", "expected_average_only_in"),
-            "normalize_activations",
-            f"normalize_activations {raw.get('normalize_activations')!r} (cogsae implements "
-            "none and expected_average_only_in with a norm_scaling_factor)",
-        ),
-        (
-            bool(raw.get("rescale_acts_by_decoder_norm")) and architecture != "topk",
-            "rescale_acts_by_decoder_norm",
-            f"rescale_acts_by_decoder_norm on a {architecture} SAE (defined for topk)",
-        ),
-        (
-            meta.get("hook_head_index") is not None,
-            "hook_head_index",
-            "an SAE on one attention head (hook_head_index)",
-        ),
-        (
-            (raw.get("reshape_activations") or "none") != "none",
-            "reshape_activations",
-            f"reshape_activations {raw.get('reshape_activations')!r}",
-        ),
-        (
-            bool(raw.get("finetuning_scaling_factor")),
-            "finetuning_scaling_factor",
-            "a fine-tuning scaling factor",
-        ),
-        (
-            hook.startswith("blocks.") and _HOOK.match(hook) is None,
-            "hook_name",
-            f"hook {hook!r}: cogsae reads the residual stream (hook_resid_post / _pre)",
-        ),
-    ]
+    _refuse(
+        cfg_path,
+        [
+            (
+                activation not in ("relu", "topk"),
+                "activation_fn_str",
+                f"activation {activation!r} (cogsae implements relu and topk)",
+            ),
+            (
+                (raw.get("normalize_activations") or "none")
+                not in ("none", "expected_average_only_in"),
+                "normalize_activations",
+                f"normalize_activations {raw.get('normalize_activations')!r} (cogsae implements "
+                "none and expected_average_only_in with a norm_scaling_factor)",
+            ),
+            (
+                bool(raw.get("rescale_acts_by_decoder_norm")) and architecture != "topk",
+                "rescale_acts_by_decoder_norm",
+                f"rescale_acts_by_decoder_norm on a {architecture} SAE (defined for topk)",
+            ),
+            (
+                meta.get("hook_head_index") is not None,
+                "hook_head_index",
+                "an SAE on one attention head (hook_head_index)",
+            ),
+            (
+                (raw.get("reshape_activations") or "none") != "none",
+                "reshape_activations",
+                f"reshape_activations {raw.get('reshape_activations')!r}",
+            ),
+            (
+                bool(raw.get("finetuning_scaling_factor")),
+                "finetuning_scaling_factor",
+                "a fine-tuning scaling factor",
+            ),
+        ],
+    )
+
+
+def _refuse(where: Path, problems: list[tuple[bool, str, str]]) -> None:
+    """CogsaeError "unsupported: <what>" naming the field of the first true problem."""
     for bad, field, what in problems:
         if bad:
-            raise CogsaeError(f"unsupported: {what}", path=cfg_path, field=field)
+            raise CogsaeError(f"unsupported: {what}", path=where, field=field)
 
 
 def _fold_input_scale(state: dict[str, torch.Tensor], scale: float) -> dict[str, torch.Tensor]:
@@ -304,30 +382,82 @@ def _fold_decoder_norms(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     }
 
 
-def _layer(hook_name: str | None, hook_layer: int | None) -> int | None:
-    """cogsae layer L of a SAELens hook: resid_post of block L, or resid_pre of L+1."""
-    match = _HOOK.match(hook_name or "")
-    if match is None:
-        return hook_layer
-    block = int(match.group(1))
-    return block if match.group(2) == "post" else block - 1
+def _read_cfg(cfg_path: Path) -> dict[str, Any]:
+    """Parsed cfg.json; invalid JSON names the file and line."""
+    try:
+        return json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CogsaeError(f"invalid JSON: {err.msg}", path=cfg_path, line=err.lineno) from err
+
+
+def _saelens_meta(raw: dict[str, Any]) -> dict[str, Any]:
+    """SAELens cfg fields, flat (SAELens < 6) or nested in ``metadata`` / ``meta``."""
+    return {**raw, **(raw.get("metadata") or raw.get("meta") or {})}
+
+
+def _saelens_layer(meta: dict[str, Any], cfg_path: Path) -> int | None:
+    """cogsae layer of a SAELens hook_name, else its ``hook_layer``."""
+    hook = meta.get("hook_name") or ""
+    layer = _hook_layer(hook, cfg_path, "hook_name") if hook else None
+    return meta.get("hook_layer") if layer is None else layer
+
+
+def _sparsify_layer(folder: Path) -> int | None:
+    """cogsae layer of a sparsify folder, named after its hookpoint (a "seedN" folder after
+    its parent's); None for a name that is not a hookpoint."""
+    folder = folder.resolve()
+    name = folder.parent.name if _SEED.fullmatch(folder.name) else folder.name
+    return _hook_layer(name, folder, "hookpoint")
+
+
+def _hook_layer(hook: str, where: Path, field: str) -> int | None:
+    """cogsae layer L of a residual-stream hook: "blocks.L.hook_resid_post",
+    "blocks.{L+1}.hook_resid_pre" or "layers.L" (block L's output); None for a name that
+    is no known hook; CogsaeError for a hook elsewhere (inside a block, the embeddings)."""
+    match = _RESIDUAL.fullmatch(hook)
+    if match and match.group(3) is not None:
+        return int(match.group(3))
+    if match and (layer := int(match.group(1)) - (match.group(2) == "pre")) >= 0:
+        return layer
+    if match is None and _NOT_RESIDUAL.fullmatch(hook) is None:
+        return None
+    raise CogsaeError(
+        f"unsupported: hook {hook!r}: cogsae reads the residual stream at a block's output "
+        "(blocks.L.hook_resid_post, blocks.L+1.hook_resid_pre, layers.L)",
+        path=where,
+        field=field,
+    )
+
+
+def _residual_layer(folder: Path) -> int | None:
+    """cogsae layer of an SAE folder (None: unknown); CogsaeError off the residual stream."""
+    if (folder / SAELENS_WEIGHTS).is_file():
+        return _saelens_layer(_saelens_meta(_read_cfg(folder / "cfg.json")), folder / "cfg.json")
+    return _sparsify_layer(folder)
 
 
 def _read_sparsify(
     raw: dict[str, Any], state: dict[str, torch.Tensor], folder: Path, cfg_path: Path
 ) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
-    if (
-        raw.get("activation", "topk") != "topk"
-        or raw.get("transcode")
-        or raw.get("skip_connection")
-        or "W_skip" in state
-    ):
-        raise CogsaeError(
-            "only sparsify TopK autoencoders are supported (not groupmax, transcoders or "
-            "skip connections)",
-            path=cfg_path,
-            field="activation",
-        )
+    unknown = sorted(key for key, value in raw.items() if key not in _SPARSIFY_FIELDS and value)
+    _refuse(
+        cfg_path,
+        [
+            (
+                raw.get("activation", "topk") != "topk",
+                "activation",
+                f"activation {raw.get('activation')!r} (cogsae implements TopK)",
+            ),
+            (bool(raw.get("transcode")), "transcode", "a transcoder (transcode: true)"),
+            (
+                bool(raw.get("skip_connection")) or "W_skip" in state,
+                "skip_connection",
+                "a skip connection (skip_connection, W_skip)",
+            ),
+            (bool(raw.get("signed")), "signed", "signed latents (signed: true)"),
+            (bool(unknown), ", ".join(unknown), f"unknown sparsify field(s) {unknown}"),
+        ],
+    )
     missing = {"encoder.weight", "encoder.bias", "W_dec", "b_dec"} - set(state)
     if missing:
         raise CogsaeError(f"missing tensors {sorted(missing)}", path=folder / SPARSIFY_WEIGHTS)
@@ -335,7 +465,6 @@ def _read_sparsify(
     d_sae = raw.get("num_latents") or (
         d_in * raw["expansion_factor"] if d_in and raw.get("expansion_factor") else None
     )
-    match = re.fullmatch(r"(?:model\.)?layers\.(\d+)", folder.resolve().name)
     cfg = _config(
         cfg_path,
         architecture="topk",
@@ -343,7 +472,7 @@ def _read_sparsify(
         d_sae=d_sae,
         k=raw.get("k"),
         apply_b_dec_to_input=True,
-        layer=int(match.group(1)) if match else None,
+        layer=_sparsify_layer(folder),
     )
     weights = {
         "W_enc": state["encoder.weight"].T.contiguous(),

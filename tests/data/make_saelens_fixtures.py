@@ -1,7 +1,7 @@
 """Write the SAELens interop fixtures under tests/data/saelens/ with the real sae-lens package.
 
 cogsae does not depend on sae-lens (it pulls in transformer-lens, wandb, datasets, ...), so
-tests/test_sae_interop.py compares cogsae with encodings that sae-lens computed once, here.
+tests/sae/test_interop.py compares cogsae with encodings that sae-lens computed once, here.
 Re-create them (they are deterministic) in a scratch environment that shares cogsae's torch:
 
     python -m venv /tmp/saelens-venv --system-site-packages

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from cogsae.errors import CogsaeError
 from cogsae.sae.base import SAE, SAEConfig
@@ -90,17 +90,6 @@ def test_unsupported_saelens_values_are_refused(
         load_sae(folder)
     assert info.value.message.startswith("unsupported")
     assert info.value.field == field and info.value.path.endswith("cfg.json")
-
-
-def test_sparsify_skip_connection_is_refused(tmp_path: Path) -> None:
-    folder = tmp_path / "layers.3"
-    folder.mkdir()
-    cfg = {"activation": "topk", "d_in": 16, "num_latents": 32, "k": 4, "skip_connection": True}
-    (folder / "cfg.json").write_text(json.dumps(cfg))
-    save_file({"W_dec": torch.zeros(32, 16)}, str(folder / "sae.safetensors"))
-    with pytest.raises(CogsaeError) as info:
-        load_sae(folder)
-    assert "skip connections" in info.value.message
 
 
 def scaled_sae(architecture: str, apply_b_dec_to_input: bool) -> SAE:
