@@ -1,9 +1,9 @@
 """Inspect a unit: what it responds to in a corpus and what it writes to the output.
 
 A unit is an SAE feature, a raw residual dimension, or a run's ensemble (a linear
-readout of k units). Inspection scans a corpus sample once at layer L (`scan_corpus`,
-cached on disk), reads the unit's activation at every token (position 0 of each chunk
-excluded, as everywhere in cogsae) and reports:
+readout of k units). Inspection scans a corpus sample once at layer L
+(`cogsae.corpus.scan_chunks`, cached on disk), reads the unit's activation at every
+token (position 0 of each chunk excluded, as everywhere in cogsae) and reports:
 
 - density (fraction of tokens with activation > 0) and a histogram of the nonzero values;
 - top-activating examples (at most one per chunk) and examples from quantile bins of the
@@ -21,146 +21,29 @@ import base64
 import html
 import io
 import itertools
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import safetensors.torch
 import scipy.sparse
 import torch
-from tqdm.auto import tqdm
 
-from cogsae import __version__
 from cogsae._io import (
     atomic_path,
     cache_dir,
     load_cache,
     read_checked,
-    safe_name,
-    stable_hash,
     state_fingerprint,
     write_checked,
     write_json,
     write_text,
 )
-from cogsae.corpus import (
-    batch_chunks,
-    corpus_files,
-    files_hash,
-    iter_documents,
-    iter_token_chunks,
-)
+from cogsae.corpus import CorpusScan
 from cogsae.errors import CogsaeError
-from cogsae.model import LoadedModel, model_fingerprint
-from cogsae.sae.data import residual_tokens
+from cogsae.model import LoadedModel
+from cogsae.sae.base import SAE, encode_batched
 
-if TYPE_CHECKING:
-    from cogsae.sae.base import SAE
-
-
-# --------------------------------------------------------------------------- corpus scan
-
-
-@dataclass
-class CorpusScan:
-    """Layer-L residual stream of a corpus sample: the input of every inspection.
-
-    Attributes:
-        ids: [T] int64 token ids of all chunks, concatenated.
-        starts: [C + 1] int64 offset of each chunk into ``ids`` (last = T).
-        residual: [N, d_model] residual (the model's dtype) of every token except
-            position 0 of each chunk, in ``ids`` order; N = T - C.
-        key: cache key of the scan (model, layer, dtype, corpus content, sizes).
-    """
-
-    ids: torch.Tensor
-    starts: torch.Tensor
-    residual: torch.Tensor
-    key: str
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.residual.shape[0])
-
-    def token_index(self) -> np.ndarray:
-        """[N] index into ``ids`` of each residual row."""
-        first = np.zeros(len(self.ids), dtype=bool)
-        first[self.starts[:-1].numpy()] = True
-        return np.flatnonzero(~first)
-
-
-def scan_corpus(
-    loaded: LoadedModel,
-    corpus: Sequence[str | Path] = (),
-    *,
-    n_tokens: int = 20_000,
-    context_length: int = 128,
-    batch_size: int = 16,
-    cache: bool = True,
-    progress: bool = True,
-) -> CorpusScan:
-    """Residual stream at layer L of the first ``n_tokens`` scanned tokens of a corpus.
-
-    Documents are chunked on their own (never mixed in one chunk), run in batches of
-    similar length through blocks 0..L only, and cached on disk under a key of (model
-    name and weights, layer, dtype, corpus content, n_tokens, context_length); the cache
-    file is written atomically with a checksum and rebuilt if it is broken.
-
-    Args:
-        loaded: the model and layer.
-        corpus: text / .jsonl files (`cogsae.corpus.iter_documents`); empty = the default corpus.
-        n_tokens: scanned tokens (position 0 of each chunk is run but not counted).
-        context_length: longest chunk, in tokens.
-    """
-    paths = corpus_files(corpus)
-    key = stable_hash(
-        loaded.name,
-        model_fingerprint(loaded),
-        loaded.layer,
-        str(loaded.dtype),
-        files_hash(paths),
-        n_tokens,
-        context_length,
-        __version__,
-    )
-    path = cache_dir() / "scans" / f"{safe_name(loaded.name)}-L{loaded.layer}-{key}.safetensors"
-    data = load_cache(path, lambda p: safetensors.torch.load(read_checked(p))) if cache else None
-    if data is not None:
-        return CorpusScan(data["ids"], data["starts"], data["residual"], key)
-
-    chunks: list[torch.Tensor] = []
-    total = 0
-    for chunk in iter_token_chunks(
-        iter_documents(paths), loaded.tokenizer, context_length, pack=False
-    ):
-        chunks.append(chunk[: n_tokens - total + 1])
-        total += len(chunks[-1]) - 1
-        if total >= n_tokens:
-            break
-    if total < n_tokens:
-        raise CogsaeError(
-            f"the corpus has only {total} tokens to scan, {n_tokens} asked for", field="tokens"
-        )
-    order = np.argsort([len(c) for c in chunks], kind="stable")
-    rows: list[torch.Tensor] = [torch.empty(0)] * len(chunks)
-    bar = tqdm(total=n_tokens, desc=f"scan L{loaded.layer}", unit="tok", disable=not progress)
-    pad = loaded.tokenizer.pad_token_id
-    batches = batch_chunks((chunks[i] for i in order), batch_size, pad)
-    for start, (input_ids, mask) in zip(range(0, len(chunks), batch_size), batches, strict=True):
-        members = order[start : start + batch_size]
-        flat = residual_tokens(loaded, input_ids.to(loaded.device), mask.to(loaded.device)).cpu()
-        for i, part in zip(members, flat.split([len(chunks[i]) - 1 for i in members]), strict=True):
-            rows[i] = part
-        bar.update(len(flat))
-    bar.close()
-    lengths = torch.tensor([0] + [len(c) for c in chunks])
-    scan = CorpusScan(torch.cat(chunks), lengths.cumsum(0), torch.cat(rows).contiguous(), key)
-    if cache:
-        tensors = {"ids": scan.ids, "starts": scan.starts, "residual": scan.residual}
-        write_checked(path, safetensors.torch.save(tensors))
-    return scan
+# --------------------------------------------------------------------------- SAE codes
 
 
 def sae_fingerprint(sae: SAE) -> str:
@@ -181,12 +64,7 @@ def sae_codes(
     )
     if cached is not None:
         return scipy.sparse.csc_array(cached)
-    dtype = sae.decoder_directions.dtype
-    parts = [
-        scipy.sparse.csr_array(sae.encode(block.to(dtype)).float().cpu().numpy())
-        for block in scan.residual.split(batch_size)
-    ]
-    codes = scipy.sparse.csc_array(scipy.sparse.vstack(parts))
+    codes = scipy.sparse.csc_array(encode_batched(sae, scan.residual, batch_size, sparse=True))
     if cache:
         buf = io.BytesIO()
         scipy.sparse.save_npz(buf, codes)

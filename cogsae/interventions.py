@@ -28,7 +28,6 @@ import io
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,9 +38,9 @@ from tqdm.auto import tqdm
 
 from cogsae._io import atomic_path, write_text
 from cogsae.analysis.contrasts import bootstrap_indices
-from cogsae.corpus import batch_chunks, iter_documents, iter_token_chunks
+from cogsae.analysis.transfer import percentile_ci
+from cogsae.corpus import corpus_chunks, corpus_files, length_sorted_batches, token_batches
 from cogsae.errors import CogsaeError
-from cogsae.inspect import corpus_files
 from cogsae.model import LoadedModel, residual_hook
 from cogsae.stimuli import StimulusSet
 
@@ -191,18 +190,16 @@ def mean_logprobs(
     ids = [torch.tensor(x) for x in loaded.tokenizer(list(texts))["input_ids"]]
     if min(len(x) for x in ids) < 2:
         raise CogsaeError("every text needs at least 2 tokens to score", field="texts")
-    order = np.argsort([len(x) for x in ids], kind="stable")
     out = np.empty(len(texts))
-    pad = loaded.tokenizer.pad_token_id
-    batches = batch_chunks((ids[i] for i in order), batch_size, pad)
-    for start, (input_ids, mask) in zip(range(0, len(ids), batch_size), batches, strict=True):
+    batches = length_sorted_batches(ids, batch_size, loaded.tokenizer.pad_token_id)
+    for members, input_ids, mask in batches:
         input_ids, mask = input_ids.to(loaded.device), mask.to(loaded.device)
         with intervene(loaded, edits, include_first=include_first):
             logits = loaded.model(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         token_logp = logp.gather(-1, input_ids[:, 1:, None])[..., 0]
         real = mask[:, 1:].float()
-        out[order[start : start + batch_size]] = ((token_logp * real).sum(1) / real.sum(1)).cpu()
+        out[members] = ((token_logp * real).sum(1) / real.sum(1)).cpu()
     return out
 
 
@@ -283,7 +280,7 @@ def measure_effect(
             delta[idx][labels[idx] == 1].mean() - delta[idx][labels[idx] == 0].mean()
             for idx in samples
         ]
-        low, high = np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
+        low, high = percentile_ci(np.asarray(boot), ci)
         effects.append(
             Effect(
                 setting.label,
@@ -391,11 +388,11 @@ def corpus_batches(
     ``corpus`` means the default corpus.
     """
     n_chunks = -(-n_tokens // (context_length - 1))
-    documents = iter_documents(corpus_files(corpus))
-    chunks = list(islice(iter_token_chunks(documents, loaded.tokenizer, context_length), n_chunks))
+    files = corpus_files(corpus)
+    chunks = list(corpus_chunks(files, loaded.tokenizer, context_length, limit=n_chunks))
     if len(chunks) < n_chunks:
         raise CogsaeError(f"the corpus has fewer than {n_tokens} tokens", field="tokens")
-    return list(batch_chunks(chunks, batch_size, loaded.tokenizer.pad_token_id))
+    return list(token_batches(chunks, loaded.tokenizer, batch_size))
 
 
 def ablation_attribution(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from cogsae.analysis.ensemble import LinearModel
 from cogsae.pipeline import RunConfig
 from cogsae.sae.base import SAE, SAEConfig
 
@@ -95,3 +97,29 @@ def random_sae(d_in: int, d_sae: int, seed: int = 0, decoder_scale: float = 1.0)
         sae.W_enc[:, [CONSTANT, DEAD]] = 0
         sae.b_enc[CONSTANT], sae.b_enc[DEAD] = 0.7, -1.0
     return sae.eval()
+
+
+SNIPPET_CORPUS = """\
+The old mill stood by the river for two hundred years. Children played near it every summer.
+Nobody remembered who had built it; the records were lost in a fire.
+
+The council voted to restore the mill and open it as a small museum! Volunteers painted the
+walls and repaired the wheel. Would the museum attract visitors from the city?
+
+In spring the first visitors arrived by train and by bicycle. They admired the wheel turning
+slowly in the water. The mill stood by the river for two hundred years.
+"""
+"""A small corpus of distinct sentences (one repeated) for snippet scans."""
+
+
+def snippet_corpus(folder: Path) -> Path:
+    """`SNIPPET_CORPUS` written to ``folder``/corpus.txt."""
+    path = folder / "corpus.txt"
+    path.write_text(SNIPPET_CORPUS, encoding="utf-8")
+    return path
+
+
+def linear(units: list[int], coef: list[float], intercept: float = 0.0) -> LinearModel:
+    """An unstandardized ensemble: decision = x[units] @ coef + intercept."""
+    k = len(units)
+    return LinearModel(np.array(units), np.zeros(k), np.ones(k), np.array(coef), intercept)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from cogsae.corpus import CorpusScan, scan_chunks
 from cogsae.errors import CogsaeError
 from cogsae.inspect import (
-    CorpusScan,
     Readout,
     ensemble_readout,
     feature_maxima,
@@ -23,7 +23,6 @@ from cogsae.inspect import (
     logit_lens,
     render_html,
     sae_codes,
-    scan_corpus,
     summary,
     unit_readout,
     write_inspection,
@@ -52,7 +51,7 @@ def corpus_file(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def scan(tiny_model: LoadedModel, corpus_file: Path, isolated_cache: Path) -> CorpusScan:
-    return scan_corpus(
+    return scan_chunks(
         tiny_model, [corpus_file], n_tokens=300, context_length=24, batch_size=4, progress=False
     )
 
@@ -72,9 +71,9 @@ def test_scan_rows_are_layer_l_residuals_without_position_0(
         torch.testing.assert_close(scan.residual[rows], expected, rtol=1e-5, atol=1e-5)
     cached = list((isolated_cache / "scans").glob("*.safetensors"))
     assert len(cached) == 1
-    again = scan_corpus(tiny_model, [corpus_file], n_tokens=300, context_length=24)
+    again = scan_chunks(tiny_model, [corpus_file], n_tokens=300, context_length=24)
     assert again.key == scan.key and torch.equal(again.residual, scan.residual)
-    other = scan_corpus(tiny_model, [corpus_file], n_tokens=200, context_length=24)
+    other = scan_chunks(tiny_model, [corpus_file], n_tokens=200, context_length=24)
     assert other.key != scan.key and other.n_tokens == 200
 
 

@@ -342,13 +342,14 @@ def inspect(
     from pathlib import Path
 
     from cogsae import inspect as features
+    from cogsae.corpus import scan_chunks
 
     if sum(x is not None for x in (feature, unit, ensemble_spec)) != 1:
         raise CogsaeError("give exactly one of --feature, --unit, --ensemble", field="feature")
     ensemble = features.load_ensemble(ensemble_spec) if ensemble_spec else None
     needs_sae = feature is not None or (ensemble is not None and ensemble.space == "sae")
     loaded, sae = _load_with_sae(model_name, layer, dtype, device, sae_name if needs_sae else None)
-    scan = features.scan_corpus(loaded, corpus, n_tokens=n_tokens)
+    scan = scan_chunks(loaded, corpus, n_tokens=n_tokens)
     codes = features.sae_codes(scan, sae) if sae is not None else None
     if feature is not None:
         readout = features.feature_readout(codes, sae, feature)
@@ -456,6 +457,7 @@ def clamp(
 
     from cogsae import inspect as features
     from cogsae import interventions
+    from cogsae.corpus import scan_chunks
     from cogsae.stimuli import load_stimuli
 
     if bool(prompts) == bool(measure_path):
@@ -498,7 +500,7 @@ def clamp(
         direction = features.unit_direction(loaded.d_model, steer_unit)
     else:
         direction = None if steer_unit is None else steer_unit.direction(loaded.d_model, sae)
-    scan = functools.cache(lambda: features.scan_corpus(loaded, corpus, n_tokens=n_tokens))
+    scan = functools.cache(lambda: scan_chunks(loaded, corpus, n_tokens=n_tokens))
     maxima = functools.cache(lambda: features.feature_maxima(features.sae_codes(scan(), sae)))
 
     def edits(clamp_values: list[str], coef: str | None) -> tuple[Any, ...]:

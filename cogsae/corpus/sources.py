@@ -31,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -168,6 +169,20 @@ def batch_chunks(
             ids[row, : len(c)] = c
             mask[row, : len(c)] = 1
         yield ids, mask
+
+
+def length_sorted_batches(
+    segments: Sequence[Sequence[int] | torch.Tensor], batch_size: int, pad_id: int = 0
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Segments in batches of similar length: ``(members, input_ids, attention_mask)``, with
+    ``members`` [batch] the indices of the batch's segments (stable sort by length) and the
+    right-padded pair [batch, seq] as in `batch_chunks`."""
+    order = np.argsort([len(s) for s in segments], kind="stable")
+    chunks = (torch.as_tensor(segments[i]) for i in order)
+    for start, (input_ids, mask) in zip(
+        range(0, len(segments), batch_size), batch_chunks(chunks, batch_size, pad_id), strict=True
+    ):
+        yield order[start : start + batch_size], input_ids, mask
 
 
 def default_corpus() -> Path:

@@ -72,7 +72,9 @@ from cogsae.pipeline.config import (
     RunConfig,
     replication_seeds,
 )
+from cogsae.pipeline.corpus_stage import score_corpus
 from cogsae.pipeline.results import ConceptResult, RunResult
+from cogsae.sae.base import SAE, encode_batched
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
 
 log = logging.getLogger(__name__)
@@ -231,19 +233,13 @@ def _load(run: Run) -> tuple[LoadedModel, Any]:
 
 
 @torch.inference_mode()
-def encode_activations(raw: Activations, sae: Any, batch_size: int = 4096) -> Activations:
+def encode_activations(raw: Activations, sae: SAE, batch_size: int = 4096) -> Activations:
     """SAE feature activations [items, positions, d_sae] (float32) of raw activations.
 
-    Only valid positions are encoded; masked slots stay exactly 0.
+    Only valid positions are encoded (`encode_batched`); masked slots stay exactly 0.
     """
-    device = sae.W_enc.device
-    flat = torch.from_numpy(raw.values[raw.mask])
     out = np.zeros((*raw.mask.shape, sae.cfg.d_sae), dtype=np.float32)
-    feats = [
-        sae.encode(flat[i : i + batch_size].to(device)).float().cpu()
-        for i in range(0, len(flat), batch_size)
-    ]
-    out[raw.mask] = torch.cat(feats).numpy() if feats else 0
+    out[raw.mask] = encode_batched(sae, torch.from_numpy(raw.values[raw.mask]), batch_size).numpy()
     return Activations(out, raw.mask, "sae", raw.tokens, {**raw.meta, "space": "sae"})
 
 
@@ -447,7 +443,7 @@ def _transfer(
     run: Run, factor: str, methods: list[MethodResult], test_spaces: dict[str, Activations]
 ) -> dict[str, Any]:
     """Final ensembles scored on the held-out ``test:`` items."""
-    from cogsae.judges import transfer_score
+    from cogsae.analysis.transfer import transfer_score
 
     labels = run.stimuli.labels(factor, test=True)
     groups = run.stimuli.groups(test=True)
@@ -532,8 +528,6 @@ def nuisance_activations(stimuli: StimulusSet, tokenizer: Any, window: Window) -
 
 def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any) -> dict[str, Any]:
     """Top corpus examples of every method's final ensemble, judged for relevance."""
-    from cogsae.judges import score_corpus
-
     return score_corpus(
         [m for m in concept.methods if m.space in ("raw", "sae")],  # model units only
         model,

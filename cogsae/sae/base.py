@@ -22,9 +22,11 @@ and ``decode(f) == f @ decoder_directions + decoder_bias`` exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import scipy.sparse
 import torch
 from torch import nn
 
@@ -130,3 +132,30 @@ class SAE(nn.Module):
     def decoder_bias(self) -> torch.Tensor:
         """[d_in] model-space decoder bias (the reconstruction of all-zero features)."""
         return self.b_dec / self.cfg.norm_scale
+
+
+@torch.inference_mode()
+def encode_batched(
+    sae: SAE,
+    x: torch.Tensor,
+    batch_size: int,
+    *,
+    units: Sequence[int] | torch.Tensor | None = None,
+    sparse: bool = False,
+) -> torch.Tensor | scipy.sparse.csr_array:
+    """Float32 feature activations [n, d_sae] of model-space ``x`` [n, d_in], on the CPU.
+
+    ``x`` is encoded ``batch_size`` rows at a time on the SAE's device and in its dtype,
+    so memory stays bounded; ``units`` keeps only those features' columns [n, len(units)],
+    ``sparse`` returns a scipy CSR array (each batch is sparsified before the next runs).
+    """
+    param = sae.W_enc
+    width = sae.cfg.d_sae if units is None else len(units)
+    parts = []
+    for block in x.split(batch_size):
+        codes = sae.encode(block.to(param.device, param.dtype))
+        codes = (codes if units is None else codes[:, units]).float().cpu()
+        parts.append(scipy.sparse.csr_array(codes.numpy()) if sparse else codes)
+    if sparse:
+        return scipy.sparse.csr_array(scipy.sparse.vstack(parts) if parts else (0, width))
+    return torch.cat(parts) if parts else torch.zeros(0, width)

@@ -1,11 +1,12 @@
 """Layer-L activations for SAE training: a resumable float16 disk cache and a shuffle buffer.
 
 Training runs in two stages so that each is resumable and the model runs once:
-1. `cache_activations` streams corpus -> token chunks -> ``LoadedModel.residual`` and
-   writes the activations (position 0 and padding excluded) as float16 shards
-   ``shard_NNNNN.npy`` [tokens, d_model], each written atomically. A rerun skips the
-   shards already on disk, so an interrupted extraction resumes where it stopped, and a
-   larger token budget only extracts the missing shards.
+1. `cache_activations` streams corpus -> token chunks -> ``LoadedModel.residual``
+   (`cogsae.corpus.corpus_chunks`, `cogsae.corpus.residual_batches`) and writes the
+   activations (position 0 and padding excluded) as float16 shards ``shard_NNNNN.npy``
+   [tokens, d_model], each written atomically. A rerun skips the shards already on disk,
+   so an interrupted extraction resumes where it stopped, and a larger token budget only
+   extracts the missing shards.
 2. `shuffled_batches` reads the shards (in a seeded random order) through a shuffle
    buffer, which mixes tokens from many chunks and documents, into training batches.
 """
@@ -24,14 +25,7 @@ import torch
 from tqdm import tqdm
 
 from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
-from cogsae.corpus import (
-    Subset,
-    batch_chunks,
-    files_hash,
-    iter_documents,
-    iter_token_chunks,
-    select_documents,
-)
+from cogsae.corpus import Subset, corpus_chunks, files_hash, residual_batches
 from cogsae.model import LoadedModel, model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -50,16 +44,6 @@ class ActivationCache:
     folder: Path
     shards: list[Path]
     n_tokens: int
-
-
-def residual_tokens(
-    loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """Layer-L activations of real tokens at positions >= 1, flattened to [n, d_model]."""
-    hidden = loaded.residual(input_ids, attention_mask)
-    keep = attention_mask.bool().clone()
-    keep[:, 0] = False
-    return hidden[keep]
 
 
 def typical_tokens(x: torch.Tensor, max_norm_multiple: float) -> torch.Tensor:
@@ -114,9 +98,7 @@ def cache_activations(
     shards = [folder / f"shard_{i:05d}.npy" for i in range(n_shards)]
     done = _checked_shards(shards)
     if done < n_shards:
-        chunks = iter_token_chunks(
-            select_documents(iter_documents(paths), subset), loaded.tokenizer, context_length
-        )
+        chunks = corpus_chunks(paths, loaded.tokenizer, context_length, subset=subset)
         chunks = itertools.islice(chunks, done * chunks_per_shard, None)
         bar = tqdm(
             total=n_shards * tokens_per_shard,
@@ -126,14 +108,12 @@ def cache_activations(
             desc="activations",
             disable=not progress,
         )
-        pad_id = loaded.tokenizer.pad_token_id or 0
         for index in range(done, n_shards):
             shard_chunks = list(itertools.islice(chunks, chunks_per_shard))
             if not shard_chunks:
                 break
             parts = []
-            for ids, mask in batch_chunks(shard_chunks, batch_size, pad_id):
-                acts = residual_tokens(loaded, ids.to(loaded.device), mask.to(loaded.device))
+            for acts in residual_batches(loaded, shard_chunks, batch_size):
                 parts.append(acts.to("cpu", torch.float16).numpy())
                 bar.update(len(parts[-1]))
             with atomic_path(shards[index]) as tmp, tmp.open("wb") as fh:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cogsae.corpus import Subset, batch_chunks, iter_documents, iter_token_chunks, select_documents
+from cogsae.corpus import Subset, corpus_chunks, token_batches
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, residual_hook
 from cogsae.sae.base import SAE
@@ -76,10 +76,8 @@ def sae_metrics(
     Massive-activation tokens (`typical_tokens` with ``max_norm_multiple``) are treated
     like position 0: left out of the statistics and unedited in the CE runs.
     """
-    chunks = iter_token_chunks(
-        select_documents(iter_documents(corpus), subset), loaded.tokenizer, context_length
-    )
     n_chunks = math.ceil(n_tokens / (context_length - 1))
+    chunks = corpus_chunks(corpus, loaded.tokenizer, context_length, subset=subset, limit=n_chunks)
     typical, every = _Residuals(), _Residuals()
     losses = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
     l0, n_all = 0.0, 0
@@ -92,8 +90,8 @@ def sae_metrics(
         disable=not progress,
     )
     done = 0
-    for ids, _ in batch_chunks(chunks, batch_size):
-        ids = ids[: n_chunks - done].to(loaded.device)
+    for ids, _ in token_batches(chunks, loaded.tokenizer, batch_size):
+        ids = ids.to(loaded.device)
         clean, hidden = _next_token_loss(loaded, ids, None)
         x = hidden[:, 1:].float().reshape(-1, sae.cfg.d_in)
         keep = typical_tokens(x, max_norm_multiple)
@@ -110,8 +108,6 @@ def sae_metrics(
         n_all += len(x)
         done += len(ids)
         bar.update(len(x))
-        if done >= n_chunks:
-            break
     bar.close()
     if typical.n == 0:
         raise CogsaeError("the corpus yielded no complete chunk to evaluate", field="corpus")

@@ -290,8 +290,14 @@ def test_default_sae_loads() -> None:
 def test_default_sae_reconstructs_the_default_model(default_model: LoadedModel) -> None:
     """On held-out text, at the layer it was trained for, the shipped SAE explains most of
     the variance of typical tokens (its metrics.json has the full evaluation)."""
-    from cogsae.corpus import default_corpus, iter_documents, iter_token_chunks, select_documents
-    from cogsae.sae.data import residual_tokens, typical_tokens
+    from cogsae.corpus import (
+        default_corpus,
+        iter_documents,
+        iter_token_chunks,
+        residual_tokens,
+        select_documents,
+    )
+    from cogsae.sae.data import typical_tokens
 
     sae = load_sae("default", default_model)
     documents = select_documents(iter_documents([default_corpus()]), "heldout")

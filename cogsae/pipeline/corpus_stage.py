@@ -1,0 +1,191 @@
+"""The run's corpus stage: every method's final ensemble on corpus snippets, top examples judged.
+
+The ensemble's decision value is read on sentence-sized corpus snippets
+(`cogsae.corpus.scan_snippets`: 8-40 tokens, float16, cached; position 0 excluded, as
+everywhere in cogsae); the decision of a snippet is the mean of its per-token decisions,
+exactly as an item's decision is that of its window mean. An SAE-space ensemble encodes
+the snippets' activations on the fly (`cogsae.sae.base.encode_batched`). The top snippets
+of each method, with a per-token decision for highlighting, are judged for relevance to
+the set's ``concept`` (`cogsae.judges.judge_examples`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cogsae.analysis.ensemble import LinearModel, MethodResult
+from cogsae.corpus import DEFAULT_SNIPPETS, CorpusScan, scan_snippets
+from cogsae.errors import CogsaeError
+from cogsae.judges import Judge, Relevance, judge_examples, make_judge
+from cogsae.model import LoadedModel
+from cogsae.sae.base import SAE, encode_batched
+
+
+@dataclass
+class CorpusExample:
+    """A top-scoring corpus snippet of one ensemble.
+
+    Attributes:
+        text: the snippet.
+        decision: its decision value (mean of ``token_decisions`` over positions >= 1).
+        tokens: its tokens, decoded one by one ("".join gives the text as tokenized).
+        token_decisions: per-token decision value, None at position 0 (not read).
+    """
+
+    text: str
+    decision: float
+    tokens: list[str]
+    token_decisions: list[float | None]
+
+
+def top_examples(
+    scan: CorpusScan,
+    models: Mapping[str, LinearModel],
+    tokenizer: Any,
+    *,
+    sae: SAE | None = None,
+    n_top: int = 20,
+) -> dict[str, list[CorpusExample]]:
+    """The ``n_top`` snippets with the highest decision value, per ensemble.
+
+    All ``models`` must be in one space: raw residual dimensions (``sae`` None) or the
+    features of ``sae``; the activations of the union of their units are computed once.
+
+    Args:
+        scan: from `scan_snippets`.
+        models: label (e.g. "sae:rsa_categorical") -> final ensemble.
+        tokenizer: the scanned model's tokenizer (to decode the tokens).
+    """
+    n_units = scan.residual.shape[1] if sae is None else sae.cfg.d_sae
+    used = np.unique(np.concatenate([m.units for m in models.values()]).astype(np.int64))
+    if used.size and not 0 <= used.min() <= used.max() < n_units:
+        raise CogsaeError(
+            f"ensemble units out of range for a space of {n_units} units", field="ensemble"
+        )
+    units = torch.from_numpy(used)
+    if sae is None:
+        values = scan.residual[:, units].float().numpy()  # [T - S, len(used)]
+    else:
+        values = encode_batched(sae, scan.residual, 4096, units=units).numpy()
+    rows = scan.rows.numpy()
+    counts = np.diff(rows)
+    out = {}
+    for label, model in models.items():
+        columns = np.searchsorted(used, model.units)
+        per_token = values[:, columns] @ model.weights.astype(np.float32) + np.float32(model.bias)
+        decision = np.add.reduceat(per_token, rows[:-1]) / counts
+        out[label] = [
+            _example(scan, i, float(decision[i]), per_token[rows[i] : rows[i + 1]], tokenizer)
+            for i in np.argsort(-decision, kind="stable")[:n_top]
+        ]
+    return out
+
+
+def _example(
+    scan: CorpusScan, i: int, decision: float, per_token: np.ndarray, tokenizer: Any
+) -> CorpusExample:
+    ids = scan.ids[scan.starts[i] : scan.starts[i + 1]]
+    tokens = tokenizer.batch_decode([[int(t)] for t in ids])
+    return CorpusExample(scan.texts[i], decision, tokens, [None, *map(float, per_token)])
+
+
+@dataclass
+class CorpusScore:
+    """Top corpus examples of every method of a run, with their judged relevance.
+
+    Attributes:
+        n_snippets: snippets scanned.
+        scan_key: cache key of the scan.
+        examples: method label ("space:method") -> its top examples, best first.
+        relevance: method label -> judged relevance; empty when no judge ran.
+        judge: the judge's name, or None.
+    """
+
+    n_snippets: int
+    scan_key: str
+    examples: dict[str, list[CorpusExample]]
+    relevance: dict[str, Relevance]
+    judge: str | None
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-ready: ``{judge, n_snippets, scan_key, methods: {label: {mean_relevance, ci,
+        examples: [{text, decision, relevance, tokens, token_decisions}]}}}`` (relevance
+        fields None when not judged)."""
+        methods = {}
+        for label, examples in self.examples.items():
+            judged = self.relevance.get(label)
+            methods[label] = {
+                "mean_relevance": _finite(judged.mean) if judged else None,
+                "ci": [_finite(x) for x in judged.ci] if judged else None,
+                "examples": [
+                    {
+                        **asdict(example),
+                        "relevance": int(judged.scores[i]) if judged else None,
+                    }
+                    for i, example in enumerate(examples)
+                ],
+            }
+        return {
+            "judge": self.judge,
+            "n_snippets": self.n_snippets,
+            "scan_key": self.scan_key,
+            "methods": methods,
+        }
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or None for NaN (JSON has no NaN)."""
+    return None if np.isnan(x) else x
+
+
+def score_corpus(
+    methods: Sequence[MethodResult],
+    loaded: LoadedModel,
+    sae: SAE | None,
+    *,
+    concept: str,
+    corpus: Sequence[str | Path] = (),
+    n_snippets: int = DEFAULT_SNIPPETS,
+    n_examples: int = 10,
+    judge: str | Judge = "auto",
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> CorpusScore:
+    """Scan a corpus with every method's final ensemble and judge its top examples.
+
+    Args:
+        methods: evaluated methods (their ``space`` "raw" or "sae", ``model`` and ``label``).
+        loaded: the model and layer the ensembles read.
+        sae: the SAE of the "sae" space (None if no method is in it).
+        concept: the stimulus set's ``concept``.
+        corpus: files to scan; empty = the default corpus.
+        n_snippets: snippets scanned (`scan_snippets`, seeded by ``seed``).
+        n_examples: top examples kept and judged per method.
+        judge: a judge, a `JUDGES` name (`make_judge`), or "none" to skip judging.
+        n_bootstrap: resamples for the CI of the mean relevance.
+    """
+    spaces = {m.space for m in methods}
+    if not spaces <= {"raw", "sae"}:
+        raise CogsaeError(f"cannot scan unit spaces {sorted(spaces - {'raw', 'sae'})}")
+    if "sae" in spaces and sae is None:
+        raise CogsaeError("SAE-space ensembles need the SAE", field="sae")
+    scan = scan_snippets(loaded, corpus, n_snippets=n_snippets, seed=seed, progress=progress)
+    found: dict[str, list[CorpusExample]] = {}
+    for space in spaces:
+        models = {m.label: m.model for m in methods if m.space == space}
+        space_sae = sae if space == "sae" else None
+        found |= top_examples(scan, models, loaded.tokenizer, sae=space_sae, n_top=n_examples)
+    examples = {m.label: found[m.label] for m in methods}
+    if judge == "none":
+        return CorpusScore(scan.n_segments, scan.key, examples, {}, None)
+    chosen = make_judge(judge, loaded) if isinstance(judge, str) else judge
+    texts = {label: [e.text for e in group] for label, group in examples.items()}
+    relevance = judge_examples(chosen, concept, texts, n_bootstrap=n_bootstrap, seed=seed)
+    return CorpusScore(scan.n_segments, scan.key, examples, relevance, chosen.name)
