@@ -16,7 +16,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from cogsae import __version__
 from cogsae._io import (
     cache_dir,
     load_data,
@@ -29,6 +28,7 @@ from cogsae.corpus import batch_chunks
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, model_fingerprint
 from cogsae.stimuli import WINDOW_ALIGNS, Item, StimulusSet
+from cogsae.version import __version__
 
 MAX_WINDOW_SIZE = 32
 """Cap of the default window size (the longest item's length) when a set gives none."""

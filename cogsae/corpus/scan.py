@@ -36,7 +36,6 @@ import safetensors.torch
 import torch
 from tqdm.auto import tqdm
 
-from cogsae import __version__
 from cogsae._io import (
     CacheError,
     cache_dir,
@@ -58,6 +57,7 @@ from cogsae.corpus.sources import (
 )
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, model_fingerprint
+from cogsae.version import __version__
 
 DEFAULT_SNIPPETS = 1000
 """Snippets scanned by default: ~15k tokens, ~57 CPU-seconds for SmolLM2-135M at layer 15."""

@@ -6,12 +6,12 @@ import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cogsae import __version__
 from cogsae._io import stable_hash
 from cogsae.errors import CogsaeError
 from cogsae.model import DEFAULT_MODEL, dtype_name, resolve_dtype, source_fingerprint
 from cogsae.sae.io import sae_files_fingerprint
 from cogsae.stimuli import StimulusSet
+from cogsae.version import __version__
 
 SELECTION_METHODS = ("rsa_discriminative", "rsa_categorical", "max_activation", "contrast")
 """Selection methods compared in every space (the six combinations plus `contrast`)."""

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cogsae import __version__
 from cogsae._io import (
     check_writable,
     inside,
@@ -76,6 +75,7 @@ from cogsae.pipeline.corpus_stage import score_corpus
 from cogsae.pipeline.results import ConceptResult, RunResult
 from cogsae.sae.base import SAE, encode_batched
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
+from cogsae.version import __version__
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

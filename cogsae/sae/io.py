@@ -51,11 +51,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from cogsae import __version__
 from cogsae._io import atomic_path, files_fingerprint
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.base import ARCHITECTURES, SAE, SAEConfig
+from cogsae.version import __version__
 
 DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "default_sae"
 """The shipped SAE: layer 15 of SmolLM2-135M-Instruct (see its README.md)."""
