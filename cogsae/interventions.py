@@ -38,7 +38,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from cogsae._io import atomic_path, write_text
-from cogsae.analysis.contrasts import bootstrap_indices
+from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.corpus import batch_chunks, iter_documents, iter_token_chunks
 from cogsae.errors import CogsaeError
 from cogsae.inspect import corpus_files
@@ -262,7 +262,7 @@ def measure_effect(
     """Difference-of-differences effect of each setting on the set's target vs reference items.
 
     Items of other levels (label -1) are ignored. The CI is a percentile bootstrap over
-    items (`cogsae.analysis.contrasts.bootstrap_indices`: stratified by condition, item groups such
+    items (`cogsae.analysis.resampling.bootstrap_indices`: stratified by condition, item groups such
     as minimal pairs resampled whole); every setting uses the same resamples.
     """
     labels = stimuli.labels()

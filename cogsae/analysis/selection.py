@@ -11,7 +11,7 @@ Representation: the default selectors score each unit on its WINDOW MEANS, the v
 representation the readout (standardize + L1 logistic on window means) is fitted on, so
 selection cannot prefer a unit for something the readout never sees (e.g. a feature
 whose firing position shifts with sentence length). The per-position profile RSA of
-``cogsae.analysis.rsa.unit_rsa_scores`` stays available as the named variants
+``cogsae.analysis.unit_rsa.unit_rsa_scores`` stays available as the named variants
 ``rsa_discriminative_profile`` and ``rsa_categorical_profile``.
 
 Window-mean scores are closed-form functions of per-unit moments of the training items
@@ -31,7 +31,7 @@ import numpy as np
 
 from cogsae.activations import window_mean
 from cogsae.analysis.contrasts import active_units, auroc, check_labels
-from cogsae.analysis.rsa import unit_rsa_scores
+from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
 
 # A unit whose spread over the training items is below this (on globally standardized
@@ -338,7 +338,7 @@ def _profile_selector(kind: Literal["categorical", "discriminative"]) -> Callabl
     select.__name__ = f"rsa_{kind}_profile"
     select.__doc__ = (
         f"Top k units by per-unit {kind} RSA over the per-position profile of the window "
-        "(``cogsae.analysis.rsa.unit_rsa_scores``). Pair it with a readout on the same "
+        "(``cogsae.analysis.unit_rsa.unit_rsa_scores``). Pair it with a readout on the same "
         "representation: "
         "the default L1 readout sees window means only. ``rng`` is unused."
     )

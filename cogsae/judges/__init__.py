@@ -69,8 +69,8 @@ from cogsae._io import (
     stable_hash,
 )
 from cogsae.activations import Activations
-from cogsae.analysis.contrasts import bootstrap_indices
 from cogsae.analysis.ensemble import LinearModel, MethodResult, fold_scores
+from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.corpus import batch_chunks, corpus_files, files_hash, iter_documents
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel, installed_package_dir, model_fingerprint

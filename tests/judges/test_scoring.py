@@ -12,8 +12,8 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score
 
 from cogsae.activations import Activations
-from cogsae.analysis.contrasts import bootstrap_indices
 from cogsae.analysis.ensemble import LinearModel
+from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.errors import CogsaeError
 from cogsae.judges import (
     NO_SCORE,
