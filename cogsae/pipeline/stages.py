@@ -42,6 +42,7 @@ from cogsae.analysis.contrasts import (
     permute_labels,
     univariate_contrast,
 )
+from cogsae.analysis.cv import make_plan
 from cogsae.analysis.design import NUISANCE_NAMES, find_pairs, nuisance_features
 from cogsae.analysis.ensemble import (
     CVPlan,
@@ -51,7 +52,6 @@ from cogsae.analysis.ensemble import (
     SelectedL1,
     compare,
     evaluate,
-    make_plan,
 )
 from cogsae.analysis.rsa import (
     categorical_rsa,
