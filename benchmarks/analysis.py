@@ -1,7 +1,7 @@
 """Benchmark of the per-unit analysis statistics against per-unit reference loops.
 
 cogsae computes, for every unit at once: categorical and discriminative per-unit RSA
-scores (``cogsae.analysis.rsa.unit_rsa_scores``) and the univariate contrast (Welch t, p, BH q,
+scores (``cogsae.analysis.unit_rsa.unit_rsa_scores``) and the univariate contrast (Welch t, p, BH q,
 Hedges g, AUROC; ``cogsae.analysis.contrasts.univariate_contrast``). The reference computes the
 same numbers one unit at a time with rsatoolbox (``calc_rdm`` + ``compare``) and
 scipy/sklearn (``ttest_ind``, ``roc_auc_score``), timed on a subset of units and
@@ -27,8 +27,8 @@ from sklearn.metrics import roc_auc_score
 
 from cogsae.activations import window_mean
 from cogsae.analysis.contrasts import univariate_contrast
-from cogsae.analysis.rsa import unit_rsa_scores
 from cogsae.analysis.selection import SELECTORS
+from cogsae.analysis.unit_rsa import unit_rsa_scores
 
 
 def synthetic(n_items: int, n_positions: int, n_units: int, seed: int) -> tuple[np.ndarray, ...]:

@@ -27,7 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from cogsae.activations import Activations
-from cogsae.analysis.ensemble import DenseL2, DiffMeans, SelectedL1, SpaceData, evaluate, make_plan
+from cogsae.analysis.cv import make_plan
+from cogsae.analysis.ensemble import DenseL2, DiffMeans, SelectedL1, SpaceData, evaluate
 from cogsae.analysis.selection import SELECTORS
 
 N_ITEMS, N_POSITIONS, N_SAE, N_ACTIVE, N_RAW, N_SIGNAL = 128, 12, 8192, 5000, 576, 16

@@ -37,7 +37,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from cogsae._io import atomic_path, write_text
-from cogsae.analysis.contrasts import bootstrap_indices
+from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.analysis.transfer import percentile_ci
 from cogsae.corpus import corpus_chunks, corpus_files, length_sorted_batches, token_batches
 from cogsae.errors import CogsaeError
@@ -259,7 +259,7 @@ def measure_effect(
     """Difference-of-differences effect of each setting on the set's target vs reference items.
 
     Items of other levels (label -1) are ignored. The CI is a percentile bootstrap over
-    items (`cogsae.analysis.contrasts.bootstrap_indices`: stratified by condition, item groups such
+    items (`cogsae.analysis.resampling.bootstrap_indices`: stratified by condition, item groups such
     as minimal pairs resampled whole); every setting uses the same resamples.
     """
     labels = stimuli.labels()

@@ -132,12 +132,12 @@ class StimulusSet:
 
     def permutation_blocks(self, factor: str | None = None) -> np.ndarray | None:
         """[items] blocks to permute ``factor`` within
-        (``cogsae.analysis.contrasts.permutation_blocks``).
+        (``cogsae.analysis.resampling.permutation_blocks``).
 
         None for single-factor sets; otherwise (group, levels of the other factors), so a
         permutation of one factor leaves the others balanced.
         """
-        from cogsae.analysis.contrasts import permutation_blocks
+        from cogsae.analysis.resampling import permutation_blocks
 
         design = {f: np.array([it.levels[f] for it in self.items]) for f in self.factors}
         return permutation_blocks(design, factor or self.primary_factor, self.groups())

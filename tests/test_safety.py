@@ -30,7 +30,8 @@ from cogsae._io import (
     loads_data,
     write_checked,
 )
-from cogsae.analysis.ensemble import LinearModel, make_plan
+from cogsae.analysis.cv import make_plan
+from cogsae.analysis.ensemble import LinearModel
 from cogsae.cli import main
 from cogsae.errors import CogsaeError
 from cogsae.extract import check_context, extract_activations, length_batches

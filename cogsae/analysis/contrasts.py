@@ -1,4 +1,4 @@
-"""Univariate contrasts over all units at once, factorial GLMs, and the label/resampling helpers.
+"""Univariate contrasts over all units at once, and factorial GLMs.
 
 Every function here works on window-mean activations ``means`` [items, units] (see
 ``cogsae.activations.window_mean``) and two-condition ``labels`` [items] with 1 = target,
@@ -7,6 +7,7 @@ Welch t, Hedges g and AUROC per unit; Benjamini-Hochberg q over all active units
 ``statsmodels.stats.multitest.multipletests(method="fdr_bh")``; an optional max-|t|
 label-permutation family-wise p. Units that are zero on every item ("inactive", e.g. dead
 SAE features) get NaN statistics and are left out of every multiple-comparison family.
+Label permutations and bootstrap resamples live in ``cogsae.analysis.resampling``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import pandas as pd
 from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
+from cogsae.analysis.resampling import label_pure, permute_labels
 from cogsae.errors import CogsaeError
+from cogsae.streams import Stream, rng
 
 # A standard error below this fraction of the condition means is float round-off of a
 # constant unit, not variance: such units get t = 0 (equal means) or +-inf (different means).
@@ -162,12 +165,6 @@ def bh_q(p: np.ndarray, tested: np.ndarray) -> np.ndarray:
     return q
 
 
-def label_pure(labels: np.ndarray, groups: np.ndarray) -> bool:
-    """True when every group of ``groups`` [items] holds a single label (between-group design)."""
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    return bool((labels == labels[first][inverse]).all())
-
-
 def unit_of_analysis(labels: np.ndarray, groups: np.ndarray | None) -> UnitOfAnalysis:
     """What a per-unit contrast treats as independent observations (see ``univariate_contrast``).
 
@@ -198,141 +195,6 @@ def groups_warning(labels: np.ndarray, groups: np.ndarray | None) -> str | None:
         f"(not the {n_items} items) are the units of analysis; per-unit tests use group "
         "means and permutations move whole groups"
     )
-
-
-def permutation_blocks(
-    design: Mapping[str, np.ndarray], factor: str, groups: np.ndarray | None = None
-) -> np.ndarray | None:
-    """[items] exchangeability block ids for permuting ``factor`` in a factorial design.
-
-    Permuting one factor across the whole set also moves the other factors' effects into
-    its null (a template's items differ in the other factors too). Blocks keep those fixed:
-    with groups that hold both levels of ``factor``, a block is (group, levels of the other
-    factors) and labels swap inside it; groups that are label-pure for ``factor`` are
-    exchangeable whole with the pure groups that cover the same cells of the other factors,
-    so they share one block per such coverage. Without groups a block is a cell of the
-    other factors. None for single-factor designs (``permute_labels`` alone is exact).
-
-    Args:
-        design: factor name -> [items] level of each item (all factors of the set).
-        factor: the factor whose labels are permuted.
-        groups: [items] group ids, or None.
-    """
-    others = [np.asarray(values).astype(str) for name, values in design.items() if name != factor]
-    if not others:
-        return None
-    cell = np.unique(np.column_stack(others), axis=0, return_inverse=True)[1].ravel()
-    if groups is None:
-        return cell
-    level = np.asarray(design[factor]).astype(str)
-    keys = np.empty(len(cell), dtype=object)
-    for group in np.unique(groups):
-        idx = np.flatnonzero(groups == group)
-        if len(np.unique(level[idx])) > 1:
-            keys[idx] = [f"g{group}|{c}" for c in cell[idx]]
-        else:
-            keys[idx] = "pure|" + ",".join(map(str, np.unique(cell[idx])))
-    return np.unique(keys.astype(str), return_inverse=True)[1]
-
-
-def permute_labels(
-    labels: np.ndarray,
-    rng: np.random.Generator,
-    groups: np.ndarray | None = None,
-    strata: np.ndarray | None = None,
-    blocks: np.ndarray | None = None,
-) -> np.ndarray:
-    """One label permutation that respects the dependence structure of the items.
-
-    Without groups, labels are shuffled across items. With ``groups`` [items]: if every
-    group has a single label (between-group design) the group labels are shuffled across
-    groups; otherwise (matched designs, e.g. a template written in both conditions) labels
-    are shuffled within each group. With ``blocks`` [items] (factorial designs, see
-    ``permutation_blocks``) the same happens inside each block only, so the other factors
-    stay balanced. With ``strata`` [items] (e.g. cross-validation folds) the permutation
-    happens inside each stratum, so every stratum keeps its items.
-    """
-    if blocks is not None:
-        if strata is not None:
-            blocks = np.unique(
-                np.column_stack([strata, blocks]).astype(str), axis=0, return_inverse=True
-            )[1].ravel()
-        return _permute_within_blocks(labels, rng, groups, blocks)
-    if strata is not None:
-        out = labels.copy()
-        for stratum in np.unique(strata):
-            idx = np.flatnonzero(strata == stratum)
-            out[idx] = permute_labels(labels[idx], rng, None if groups is None else groups[idx])
-        return out
-    if groups is None:
-        return rng.permutation(labels)
-    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
-    if label_pure(labels, groups):
-        return rng.permutation(labels[first])[inverse]
-    return _shuffle_within(labels, inverse, rng)
-
-
-def _permute_within_blocks(
-    labels: np.ndarray, rng: np.random.Generator, groups: np.ndarray | None, blocks: np.ndarray
-) -> np.ndarray:
-    """``permute_labels`` inside each block of ``blocks`` [items], vectorized over blocks.
-
-    In a block whose groups (its items, without groups) each hold one label, group labels
-    are shuffled across the block's groups; in any other block labels are shuffled within
-    each group.
-    """
-    _, block = np.unique(blocks, return_inverse=True)
-    if groups is None:
-        unit = np.arange(len(labels))
-    else:
-        members = np.column_stack([block, groups]).astype(str)
-        unit = np.unique(members, axis=0, return_inverse=True)[1].ravel()
-    n_units = int(unit.max()) + 1
-    lowest = np.ones(n_units, dtype=labels.dtype)
-    highest = np.zeros(n_units, dtype=labels.dtype)
-    np.minimum.at(lowest, unit, labels)
-    np.maximum.at(highest, unit, labels)
-    unit_block = np.zeros(n_units, dtype=np.intp)
-    unit_block[unit] = block
-    block_pure = np.ones(int(block.max()) + 1, dtype=bool)
-    np.logical_and.at(block_pure, unit_block, lowest == highest)
-    whole = _shuffle_within(lowest, unit_block, rng)[unit]
-    within = _shuffle_within(labels, unit, rng)
-    return np.where(block_pure[block], whole, within)
-
-
-def _shuffle_within(labels: np.ndarray, blocks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Shuffle ``labels`` within each block id of ``blocks`` [items], vectorized."""
-    by_block = np.argsort(blocks, kind="stable")
-    shuffled = np.lexsort((rng.random(len(labels)), blocks))
-    out = np.empty_like(labels)
-    out[by_block] = labels[shuffled]
-    return out
-
-
-def bootstrap_indices(
-    labels: np.ndarray, rng: np.random.Generator, groups: np.ndarray | None = None
-) -> np.ndarray:
-    """Item indices of one bootstrap sample: resample groups (or items) with replacement.
-
-    Resampling is stratified by condition when every group has one label, so each
-    condition keeps its number of groups; matched groups (both labels) are resampled whole.
-    """
-    blocks = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
-    n_blocks = int(blocks.max()) + 1
-    lowest = np.ones(n_blocks, dtype=labels.dtype)
-    highest = np.zeros(n_blocks, dtype=labels.dtype)
-    np.minimum.at(lowest, blocks, labels)
-    np.maximum.at(highest, blocks, labels)
-    if (lowest == highest).all():
-        chosen = np.concatenate(
-            [rng.choice(np.flatnonzero(lowest == c), int((lowest == c).sum())) for c in (0, 1)]
-        )
-    else:
-        chosen = rng.choice(n_blocks, n_blocks)
-    order = np.argsort(blocks, kind="stable")
-    bounds = np.searchsorted(blocks[order], np.arange(n_blocks + 1))
-    return np.concatenate([order[bounds[b] : bounds[b + 1]] for b in chosen])
 
 
 @dataclass
@@ -439,7 +301,7 @@ def univariate_contrast(
             maximum, and p_fwe = (1 + #{max >= |t|}) / (1 + n). Labels are permuted across
             observations (``permute_labels``; within a group for mixed designs) or, paired,
             the signs of the within-group differences are flipped.
-        seed: seed of the permutations.
+        seed: root seed of the permutations (stream ``Stream.CONTRAST_NULL``).
 
     Inactive units (zero everywhere) get NaN statistics and are left out of the BH family
     and of the permutation maximum.
@@ -495,14 +357,14 @@ def _max_abs_t_null(
     x: np.ndarray, labels: np.ndarray, groups: np.ndarray | None, n_permutations: int, seed: int
 ) -> np.ndarray:
     """[n_permutations] max over units of |Welch t| under label permutations (batched GEMMs)."""
-    rng = np.random.default_rng(seed)
+    draws = rng(seed, Stream.CONTRAST_NULL)
     x = x - x.mean(axis=0)  # t is shift invariant; centring keeps the moment sums accurate
     x2 = x * x
     total, total2, n = x.sum(0), x2.sum(0), x.shape[0]
     null = np.empty(n_permutations)
     for start in range(0, n_permutations, _PERMUTATION_BATCH):
         stop = min(start + _PERMUTATION_BATCH, n_permutations)
-        perm = np.stack([permute_labels(labels, rng, groups) for _ in range(start, stop)])
+        perm = np.stack([permute_labels(labels, draws, groups) for _ in range(start, stop)])
         perm = perm.astype(np.float64)
         n1 = perm.sum(1, keepdims=True)
         n0 = n - n1
@@ -522,13 +384,13 @@ def _max_abs_paired_t_null(d: np.ndarray, n_permutations: int, seed: int) -> np.
     so its difference is symmetric about 0. Sum of squares is sign-invariant, so each batch
     of sign patterns is one GEMM.
     """
-    rng = np.random.default_rng(seed)
+    draws = rng(seed, Stream.CONTRAST_NULL)
     n = d.shape[0]
     ss = (d * d).sum(0)
     null = np.empty(n_permutations)
     for start in range(0, n_permutations, _PERMUTATION_BATCH):
         stop = min(start + _PERMUTATION_BATCH, n_permutations)
-        signs = rng.choice([-1.0, 1.0], size=(stop - start, n))
+        signs = draws.choice([-1.0, 1.0], size=(stop - start, n))
         mean = signs @ d / n
         var = np.maximum(ss - n * mean**2, 0.0) / (n - 1)
         scale = np.sqrt(ss / n)

@@ -23,196 +23,47 @@ resampled t-test (Nadeau & Bengio 2003; Bouckaert & Frank 2004), whose variance 
 p-values in both tails test the readout against chance; a readout far below chance
 signals paired items split across folds.
 
-Items are permuted and dealt to folds in *clusters*: an item group when the stimulus set
-gives groups (items sharing a template are not independent), otherwise each item alone.
+The CV plan and its training-set batches are in ``cogsae.analysis.cv``, the batched
+solvers in ``cogsae.analysis.solvers``.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
-from sklearn.model_selection import StratifiedKFold
+from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from cogsae.activations import Activations
-from cogsae.analysis.contrasts import average_ranks, check_labels, permute_labels
+from cogsae.analysis.contrasts import average_ranks
+from cogsae.analysis.cv import CVPlan, FoldSets
 from cogsae.analysis.selection import (
+    DENSE_L2,
+    DIFF_MEANS,
+    RANDOM,
     SELECTORS,
     WINDOW_MEAN_SCORES,
     Selection,
     Standardized,
-    TrainingMoments,
     top_k_batch,
 )
+from cogsae.analysis.solvers import fit_kernel_logistic, fit_l1_logistic, weighted_standardize
 from cogsae.errors import CogsaeError
 
-# Independent random streams derived from a plan's seed: np.random.default_rng([seed, tag, ...]).
-_FOLDS, _PERMS, _FIT, _FINAL = range(4)
 # Statistics computed on permuted data count as ">= observed" within this float tolerance.
 _TIE = 1e-12
 # Memory budget of one batch of training sets (bytes of one [sets, units] float64 array x 10).
 _BATCH_BYTES = 2**27
 _INFERENCE = "corrected repeated-CV t (Nadeau & Bengio 2003)"
-
-
-@dataclass(eq=False)
-class CVPlan:
-    """Outer folds and label permutations shared by every readout (the paired design).
-
-    Row 0 of ``labels_perm`` / ``fold_ids`` is the observed analysis; row b > 0 is the
-    b-th label permutation with folds re-derived from the permuted labels by the very
-    same rule and seeds, so a null replicate is the observed analysis applied verbatim
-    to permuted labels (which is what makes the permutation p-value exact).
-
-    Attributes:
-        labels: [items] int, 1 = target condition, 0 = reference (observed).
-        groups: [items] group of each item (items of a group are not independent), or None.
-        n_splits: outer folds per repeat.
-        labels_perm: [1 + n_permutations, items] int, row 0 == ``labels``.
-        fold_ids: [1 + n_permutations, repeats, items] int, the test fold of each item.
-        seed: root of every random stream used with this plan (folds, permutations,
-            random units, final models).
-    """
-
-    labels: np.ndarray
-    groups: np.ndarray | None
-    n_splits: int
-    labels_perm: np.ndarray
-    fold_ids: np.ndarray
-    seed: int
-
-    @property
-    def n_items(self) -> int:
-        return int(self.labels.shape[0])
-
-    @property
-    def n_repeats(self) -> int:
-        return int(self.fold_ids.shape[1])
-
-    @property
-    def n_permutations(self) -> int:
-        return int(self.labels_perm.shape[0] - 1)
-
-    @cached_property
-    def test_fraction(self) -> float:
-        """Mean share of items held out per fold (n_test / n in the corrected variance)."""
-        counts = np.stack([np.bincount(ids, minlength=self.n_splits) for ids in self.fold_ids[0]])
-        return float(counts.mean() / self.n_items)
-
-    def splits(self, b: int = 0) -> list[list[tuple[np.ndarray, np.ndarray]]]:
-        """[repeats][folds] (train, test) item indices under permutation ``b`` (0 = observed)."""
-        return [
-            [(np.flatnonzero(ids != f), np.flatnonzero(ids == f)) for f in range(self.n_splits)]
-            for ids in self.fold_ids[b]
-        ]
-
-
-def make_plan(
-    labels: np.ndarray,
-    groups: np.ndarray | None = None,
-    *,
-    blocks: np.ndarray | None = None,
-    n_splits: int = 5,
-    n_repeats: int = 10,
-    n_permutations: int = 1000,
-    seed: int = 0,
-) -> CVPlan:
-    """Repeated stratified (group) k-fold and label permutations for ``labels`` [items].
-
-    Folds: clusters (groups, else items) are dealt to folds by sklearn's StratifiedKFold
-    on their stratum (label, or "mixed" for groups holding both conditions), so a group
-    never straddles train and test and every fold keeps the condition balance.
-
-    Permutations (``cogsae.analysis.contrasts.permute_labels``) only exchange what is exchangeable
-    under "labels carry no information": labels over items without groups; whole groups'
-    labels among groups when every group is label-pure; labels within each group when a
-    group holds both conditions. ``blocks`` [items] restricts every exchange to within a
-    block: in factorial designs the cells of template x the other factors, so permuting
-    one factor never mixes in another.
-
-    Defaults: 10 x 5-fold (enough repeats for stable verdicts) and up to 1000 permutations
-    (smallest p 1/1001, so corrections over ~15 readouts can reject); :func:`evaluate`
-    stops early for readouts whose both tails are clearly null.
-    """
-    labels = check_labels(labels, len(labels)).astype(np.int64)
-    if groups is not None:
-        groups = np.asarray(groups)
-        if groups.shape != labels.shape:
-            raise CogsaeError("groups must give one group per item", field="group")
-    clusters = _clusters(labels.size, groups)
-    n_clusters = int(clusters.max()) + 1
-    if n_splits < 2 or n_clusters < n_splits:
-        raise CogsaeError(
-            f"need 2 <= folds <= number of items/groups ({n_clusters}), got {n_splits}",
-            field="--folds",
-        )
-    if n_repeats < 1 or n_permutations < 0:
-        raise CogsaeError("need repeats >= 1 and permutations >= 0", field="--repeats")
-    perm_rng = np.random.default_rng([seed, _PERMS])
-    labels_perm = np.stack(
-        [labels]
-        + [permute_labels(labels, perm_rng, groups, blocks=blocks) for _ in range(n_permutations)]
-    )
-    fold_seeds = np.random.default_rng([seed, _FOLDS]).integers(2**31 - 1, size=n_repeats)
-    fold_ids = np.stack([_fold_ids(lab, clusters, n_splits, fold_seeds) for lab in labels_perm])
-    _check_folds(labels_perm, fold_ids, n_splits)
-    return CVPlan(labels, groups, n_splits, labels_perm, fold_ids, seed)
-
-
-def _clusters(n_items: int, groups: np.ndarray | None) -> np.ndarray:
-    """[items] int cluster index: the item's group, or the item itself without groups."""
-    if groups is None:
-        return np.arange(n_items)
-    return np.unique(groups, return_inverse=True)[1].ravel()
-
-
-def _cluster_strata(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """[n_clusters] stratum of each cluster: its label if label-pure, else 2 (mixed)."""
-    size = np.bincount(clusters)
-    pos = np.bincount(clusters, weights=labels)
-    return np.where(pos == 0, 0, np.where(pos == size, 1, 2))
-
-
-def _fold_ids(
-    labels: np.ndarray, clusters: np.ndarray, n_splits: int, seeds: np.ndarray
-) -> np.ndarray:
-    """[repeats, items] test-fold index of each item, clusters stratified by their stratum."""
-    strata = _cluster_strata(labels, clusters)
-    out = np.empty((seeds.size, labels.size), dtype=np.int64)
-    cluster_fold = np.empty(strata.size, dtype=np.int64)
-    for r, seed in enumerate(seeds):
-        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=int(seed))
-        for f, (_, test) in enumerate(splitter.split(strata, strata)):
-            cluster_fold[test] = f
-        out[r] = cluster_fold[clusters]
-    return out
-
-
-def _check_folds(labels_perm: np.ndarray, fold_ids: np.ndarray, n_splits: int) -> None:
-    """Every training set needs both conditions, every test fold too (for its AUROC)."""
-    for labels, ids in zip(labels_perm, fold_ids, strict=True):
-        for fold in ids:
-            n_test = np.bincount(fold, minlength=n_splits)
-            pos_test = np.bincount(fold, weights=labels, minlength=n_splits)
-            pos_train = labels.sum() - pos_test
-            train_ok = (pos_train > 0) & (pos_train < labels.size - n_test)
-            test_ok = (pos_test > 0) & (pos_test < n_test)
-            if not (train_ok.all() and test_ok.all()):
-                raise CogsaeError(
-                    "a fold lacks one condition; use fewer folds or more items/groups",
-                    field="--folds",
-                )
 
 
 @dataclass(frozen=True)
@@ -322,91 +173,14 @@ class SpaceData:
         return z @ z.T + 1.0
 
 
-@dataclass
-class FoldSets:
-    """A batch of training sets: set s is (permutation b, repeat r, fold f).
-
-    Attributes:
-        train: [sets, items] bool, the training items.
-        labels: [sets, items] labels of every item under the set's permutation.
-        streams: [sets] seed sequences of each set's random stream.
-    """
-
-    train: np.ndarray
-    labels: np.ndarray
-    streams: list[list[int]]
-    _moments: dict[int, TrainingMoments] = field(default_factory=dict, repr=False)
-
-    @classmethod
-    def of(cls, plan: CVPlan, perms: Sequence[int]) -> FoldSets:
-        """All (repeat, fold) training sets of the permutations ``perms``, perm-major."""
-        ids = plan.fold_ids[list(perms)]  # [perms, repeats, items]
-        folds = np.arange(plan.n_splits)
-        train = ids[:, :, None, :] != folds[None, None, :, None]
-        labels = np.broadcast_to(plan.labels_perm[list(perms)][:, None, None, :], train.shape)
-        streams = [
-            [plan.seed, _FIT, r, f]
-            for _ in perms
-            for r in range(plan.n_repeats)
-            for f in range(plan.n_splits)
-        ]
-        n = plan.n_items
-        return cls(train.reshape(-1, n), labels.reshape(-1, n).astype(np.int8), streams)
-
-    @classmethod
-    def everything(cls, plan: CVPlan) -> FoldSets:
-        """One training set of all items with the observed labels (the final model)."""
-        train = np.ones((1, plan.n_items), dtype=bool)
-        return cls(train, plan.labels[None, :].astype(np.int8), [[plan.seed, _FINAL]])
-
-    @property
-    def n_sets(self) -> int:
-        return int(self.train.shape[0])
-
-    def split(self, parts: int) -> list[FoldSets]:
-        """The sets in ``parts`` consecutive chunks (for parallel fitting)."""
-        bounds = np.linspace(0, self.n_sets, parts + 1).astype(int)
-        return [
-            FoldSets(self.train[lo:hi], self.labels[lo:hi], self.streams[lo:hi])
-            for lo, hi in itertools.pairwise(bounds)
-            if hi > lo
-        ]
-
-    def moments(self, data: SpaceData) -> TrainingMoments:
-        """Window-mean moments of ``data`` over these sets, shared by every selector."""
-        if id(data) not in self._moments:
-            self._moments[id(data)] = TrainingMoments(data.standardized, self.train, self.labels)
-        return self._moments[id(data)]
-
-    @cached_property
-    def weights(self) -> np.ndarray:
-        """[sets, items] balanced class weights n / (2 n_class) on training items, else 0."""
-        n = self.train.sum(axis=1, keepdims=True)
-        n_target = (self.train & (self.labels == 1)).sum(axis=1, keepdims=True)
-        per_class = np.where(self.labels == 1, n / (2.0 * n_target), n / (2.0 * (n - n_target)))
-        return np.where(self.train, per_class, 0.0)
-
-
-class Readout(Protocol):
-    """Fits one linear model per training set of a batch; ``name`` labels it in results."""
+class ReadoutProcedure(Protocol):
+    """A readout procedure (:class:`SelectedL1`, :class:`DiffMeans`, :class:`DenseL2`): fits
+    one linear model per training set of a batch; ``name`` labels it in results."""
 
     @property
     def name(self) -> str: ...
 
     def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels: ...
-
-
-def _weighted_standardize(
-    x: np.ndarray, train: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Standardize x [sets, items, m] by each set's training items (sklearn's rule: zero
-    spread -> scale 1). Returns (z, mean [sets, m], scale [sets, m])."""
-    w = train[:, :, None].astype(np.float64)
-    n = w.sum(axis=1)
-    mean = (w * x).sum(axis=1) / n
-    scale = np.sqrt((w * (x - mean[:, None, :]) ** 2).sum(axis=1) / n)
-    scale[scale == 0] = 1.0
-    return (x - mean[:, None, :]) / scale[:, None, :], mean, scale
 
 
 @dataclass(frozen=True)
@@ -440,11 +214,11 @@ class SelectedL1:
                     f"{data.acts.space!r}",
                     field="--k",
                 )
-            scores = WINDOW_MEAN_SCORES[self.method](sets.moments(data))
+            scores = WINDOW_MEAN_SCORES[self.method](sets.moments(data.standardized))
             return data.active[top_k_batch(scores, self.k)]
         if self.k > n_units:
             raise CogsaeError(f"k = {self.k} exceeds the {n_units} units", field="--k")
-        if self.selector is None and self.method == "random":
+        if self.selector is None and self.method == RANDOM:
             # Label-free: each set's draw depends on its (repeat, fold) stream only.
             draws: dict[tuple[int, ...], np.ndarray] = {}
             for stream in map(tuple, sets.streams):
@@ -479,7 +253,7 @@ class SelectedL1:
     def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels:
         units = self.select(data, sets)
         x = data.means.T[units].transpose(0, 2, 1)  # [sets, items, k]
-        z, mean, scale = _weighted_standardize(x, sets.train)
+        z, mean, scale = weighted_standardize(x, sets.train)
         coef, intercept = fit_l1_logistic(z, sets.labels, sets.weights, self.C)
         return LinearModels(units, mean, scale, coef, intercept)
 
@@ -492,7 +266,7 @@ class DiffMeans:
     the two class means' projections. No standardization.
     """
 
-    name: str = "diff_means"
+    name: str = DIFF_MEANS
 
     def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels:
         target = sets.train & (sets.labels == 1)
@@ -517,7 +291,7 @@ class DenseL2:
     confound baseline.
     """
 
-    name: str = "dense_l2"
+    name: str = DENSE_L2
     C: float = 1.0
 
     def fit(self, data: SpaceData, sets: FoldSets) -> LinearModels:
@@ -525,162 +299,6 @@ class DenseL2:
         coef = dual @ data.all_standardized.x
         scaled = data.all_standardized
         return LinearModels(None, scaled.centre, scaled.scale, coef, dual.sum(axis=1))
-
-
-def _logistic_loss(z: np.ndarray, y: np.ndarray, cw: np.ndarray) -> np.ndarray:
-    """[sets] sum_i cw_i (log(1 + e^z_i) - y_i z_i)."""
-    return (cw * (np.logaddexp(0.0, z) - y * z)).sum(axis=1)
-
-
-def fit_l1_logistic(
-    x: np.ndarray,
-    labels: np.ndarray,
-    weights: np.ndarray,
-    C: float = 1.0,
-    *,
-    tol: float = 1e-7,
-    max_iter: int = 100,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Many small L1 logistic regressions at once, by proximal Newton with coordinate descent.
-
-    Minimizes, for every set s, ||beta||_1 + C sum_i w_si log(1 + exp(-y'_si (x_si . beta))),
-    with x augmented by a constant 1 whose coefficient (the intercept) is penalized too:
-    exactly the objective of scikit-learn's ``LogisticRegression(l1_ratio=1,
-    solver="liblinear")`` (intercept_scaling 1), whose solver is also a Newton method with
-    coordinate descent (newGLMNET). Each Newton step minimizes the quadratic model plus
-    the L1 term by cyclic coordinate descent, then a backtracking line search keeps the
-    objective decreasing.
-
-    Args:
-        x: [sets, items, m] standardized features.
-        labels: [sets, items] 0/1.
-        weights: [sets, items] sample weights (0 = not a training item).
-        C: inverse regularization strength.
-
-    Returns:
-        coef [sets, m] and intercept [sets].
-    """
-    n_sets, n_items, m = x.shape
-    xt = np.concatenate([x, np.ones((n_sets, n_items, 1))], axis=2)
-    y = labels.astype(np.float64)
-    cw = C * weights
-    beta = np.zeros((n_sets, m + 1))
-    todo = np.arange(n_sets)
-    objective = np.full(n_sets, np.nan)
-    objective[todo] = _logistic_loss(np.zeros((n_sets, n_items)), y, cw)
-    for _ in range(max_iter):
-        xs, ys, cs, bs = xt[todo], y[todo], cw[todo], beta[todo]
-        xs_t = xs.transpose(0, 2, 1)
-        p = special.expit((xs @ bs[:, :, None])[:, :, 0])
-        grad = (xs_t @ (cs * (p - ys))[:, :, None])[:, :, 0]
-        hess = (xs_t * (cs * p * (1 - p))[:, None, :]) @ xs
-        inverse_diag = 1.0 / np.maximum(np.diagonal(hess, axis1=1, axis2=2), 1e-12)
-        columns = np.ascontiguousarray(hess.transpose(2, 0, 1))  # [m + 1, sets, m + 1]
-        # Coordinate descent on grad.s + s'Hs/2 + |bs + s|_1 over u = bs + s; h_step = H s.
-        u = bs.copy()
-        h_step = np.zeros_like(bs)
-        first_change = None
-        for _sweep in range(50):
-            before = u.copy()
-            for j in range(m + 1):
-                target = u[:, j] - (grad[:, j] + h_step[:, j]) * inverse_diag[:, j]
-                threshold = inverse_diag[:, j]
-                new = target - np.minimum(np.maximum(target, -threshold), threshold)
-                h_step += columns[j] * (new - u[:, j])[:, None]
-                u[:, j] = new
-            change = float(np.abs(u - before).max())
-            first_change = change if first_change is None else first_change
-            # Inexact inner solves (newGLMNET): the outer Newton loop mops up the rest.
-            if change < max(tol, 1e-3 * first_change):
-                break
-        step = u - bs
-        l1 = np.abs(bs).sum(axis=1)
-        predicted = (grad * step).sum(axis=1) + np.abs(u).sum(axis=1) - l1
-        old = objective[todo]
-        t = np.ones(len(todo))
-        for _halving in range(30):
-            trial = bs + t[:, None] * step
-            z = (xs @ trial[:, :, None])[:, :, 0]
-            new_obj = np.abs(trial).sum(axis=1) + _logistic_loss(z, ys, cs)
-            accept = new_obj <= old + 1e-4 * t * predicted + 1e-12 * np.abs(old)
-            if accept.all():
-                break
-            t = np.where(accept, t, t / 2)
-        beta[todo] = bs + t[:, None] * step
-        objective[todo] = new_obj
-        moved = np.abs(t[:, None] * step).max(axis=1)
-        todo = todo[moved > tol]
-        if todo.size == 0:
-            break
-    return beta[:, :m], beta[:, m]
-
-
-def fit_kernel_logistic(
-    kernel: np.ndarray,
-    labels: np.ndarray,
-    weights: np.ndarray,
-    C: float = 1.0,
-    *,
-    tol: float = 1e-6,
-    max_iter: int = 50,
-) -> np.ndarray:
-    """Many L2 logistic regressions sharing one kernel, by inexact Newton-CG.
-
-    Minimizes 1/2 ||w||^2 + C sum_i w_si log(1 + exp(-y'_si (w . phi_i))) per set s, where
-    ``kernel`` = Phi Phi^T holds the features of every item (a constant feature 1 included,
-    so the intercept is penalized as in liblinear). The problem is solved in the
-    eigenbasis of the shared kernel (features V sqrt(Lambda), exact since w lies in the
-    span of the items), so every Hessian-vector product of every set is two matrix
-    products with one shared matrix; conjugate gradients, preconditioned by the Hessian's
-    diagonal (Jacobi) and stopped at the Eisenstat-Walker forcing term
-    min(0.1, sqrt|g|) |g|, solve each Newton step.
-
-    Args:
-        kernel: [items, items] symmetric PSD kernel.
-        labels: [sets, items] 0/1.
-        weights: [sets, items] sample weights (0 = not a training item).
-
-    Returns:
-        [sets, items] coefficients a with w = Phi^T a; decisions = a @ kernel.
-    """
-    eigenvalues, vectors = np.linalg.eigh(kernel)
-    keep = eigenvalues > eigenvalues.max() * 1e-12
-    eigenvalues, vectors = eigenvalues[keep], vectors[:, keep]
-    features = vectors * np.sqrt(eigenvalues)  # [items, rank], features @ features.T = kernel
-    y = labels.astype(np.float64)
-    cw = C * weights
-    beta = np.zeros((labels.shape[0], eigenvalues.size))
-    f = np.zeros(labels.shape)
-    for _ in range(max_iter):
-        p = special.expit(f)
-        grad = beta + (cw * (p - y)) @ features
-        curvature = cw * p * (1 - p)
-        precondition = 1.0 / (1.0 + (curvature @ vectors**2) * eigenvalues)  # Jacobi
-        norm = np.sqrt((grad**2).sum(axis=1))
-        forcing = np.minimum(0.1, np.sqrt(norm)) * norm
-        step = np.zeros_like(beta)
-        residual = -grad
-        z = precondition * residual
-        direction = z.copy()
-        rz = (residual * z).sum(axis=1)
-        for _cg in range(beta.shape[1]):
-            product = direction + (curvature * (direction @ features.T)) @ features
-            alpha = rz / np.maximum((direction * product).sum(axis=1), 1e-300)
-            step += alpha[:, None] * direction
-            residual -= alpha[:, None] * product
-            if np.all(np.sqrt((residual**2).sum(axis=1)) <= forcing):
-                break
-            z = precondition * residual
-            rz_new = (residual * z).sum(axis=1)
-            direction = z + (rz_new / np.maximum(rz, 1e-300))[:, None] * direction
-            rz = rz_new
-        beta += step
-        f_new = beta @ features.T
-        change = float(np.abs(f_new - f).max())
-        f = f_new
-        if change < tol:
-            break
-    return (beta / np.sqrt(eigenvalues)) @ vectors.T
 
 
 def fold_scores(
@@ -797,7 +415,7 @@ def _sequential_p(exceed: np.ndarray, h: int | None) -> float:
 
 
 def evaluate(
-    readouts: Sequence[Readout],
+    readouts: Sequence[ReadoutProcedure],
     acts: Activations,
     plan: CVPlan,
     *,

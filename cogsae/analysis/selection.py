@@ -11,7 +11,7 @@ Representation: the default selectors score each unit on its WINDOW MEANS, the v
 representation the readout (standardize + L1 logistic on window means) is fitted on, so
 selection cannot prefer a unit for something the readout never sees (e.g. a feature
 whose firing position shifts with sentence length). The per-position profile RSA of
-``cogsae.analysis.rsa.unit_rsa_scores`` stays available as the named variants
+``cogsae.analysis.unit_rsa.unit_rsa_scores`` stays available as the named variants
 ``rsa_discriminative_profile`` and ``rsa_categorical_profile``.
 
 Window-mean scores are closed-form functions of per-unit moments of the training items
@@ -31,8 +31,27 @@ import numpy as np
 
 from cogsae.activations import window_mean
 from cogsae.analysis.contrasts import active_units, auroc, check_labels
-from cogsae.analysis.rsa import unit_rsa_scores
+from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
+
+# Method names: the keys of SELECTORS and the names readouts carry in results.
+RSA_DISCRIMINATIVE = "rsa_discriminative"
+RSA_CATEGORICAL = "rsa_categorical"
+MAX_ACTIVATION = "max_activation"
+CONTRAST = "contrast"
+RANDOM = "random"
+"""Name of the k-random-units baseline selector."""
+RSA_DISCRIMINATIVE_PROFILE = "rsa_discriminative_profile"
+RSA_CATEGORICAL_PROFILE = "rsa_categorical_profile"
+DIFF_MEANS = "diff_means"
+"""Name of the difference-of-means baseline readout on all units (no selection)."""
+DENSE_L2 = "dense_l2"
+"""Name of the dense L2 logistic baseline readout on all units (no selection)."""
+
+SELECTION_METHODS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL, MAX_ACTIVATION, CONTRAST)
+"""The selection methods a run compares by default (each also against ``RANDOM``)."""
+BASELINES = (DIFF_MEANS, DENSE_L2)
+"""Readouts on all units of the raw space that every selection method is compared with."""
 
 # A unit whose spread over the training items is below this (on globally standardized
 # values) is constant there: it gets score 0 (RSA) or NaN (contrast, ranked last).
@@ -238,10 +257,10 @@ def _max_activation(m: TrainingMoments) -> np.ndarray:
 
 
 WINDOW_MEAN_SCORES: dict[str, Callable[[TrainingMoments], np.ndarray]] = {
-    "rsa_discriminative": _discriminative,
-    "rsa_categorical": _categorical,
-    "max_activation": _max_activation,
-    "contrast": _contrast,
+    RSA_DISCRIMINATIVE: _discriminative,
+    RSA_CATEGORICAL: _categorical,
+    MAX_ACTIVATION: _max_activation,
+    CONTRAST: _contrast,
 }
 """Per-unit window-mean scores [sets, units] of the default selectors, from moments."""
 
@@ -273,7 +292,7 @@ def rsa_discriminative(
     """Top k units by per-unit discriminative RSA on window means: the unit's cross-validated
     between- minus within-condition distance, scaled by its mean pair distance (see
     ``_discriminative``). ``rng`` is unused (kept for the shared signature)."""
-    return _window_mean_selection("rsa_discriminative", values, mask, labels, k)
+    return _window_mean_selection(RSA_DISCRIMINATIVE, values, mask, labels, k)
 
 
 def rsa_categorical(
@@ -281,7 +300,7 @@ def rsa_categorical(
 ) -> Selection:
     """Top k units by per-unit categorical RSA on window means: Pearson fit of the unit's
     item x item RDM to the category model RDM (see ``_categorical``). ``rng`` is unused."""
-    return _window_mean_selection("rsa_categorical", values, mask, labels, k)
+    return _window_mean_selection(RSA_CATEGORICAL, values, mask, labels, k)
 
 
 def max_activation(
@@ -292,7 +311,7 @@ def max_activation(
     The naive baseline of prior work: the units that fire most on the concept's texts,
     blind to the reference condition. ``rng`` is unused.
     """
-    return _window_mean_selection("max_activation", values, mask, labels, k)
+    return _window_mean_selection(MAX_ACTIVATION, values, mask, labels, k)
 
 
 def contrast(
@@ -308,7 +327,7 @@ def contrast(
     |AUROC - 0.5| (``statistic="auroc"``, rank-based, robust to outliers). Units that are
     constant on the given items rank last. ``rng`` is unused."""
     if statistic == "t":
-        return _window_mean_selection("contrast", values, mask, labels, k)
+        return _window_mean_selection(CONTRAST, values, mask, labels, k)
     if statistic != "auroc":
         raise CogsaeError(f"unknown contrast statistic {statistic!r}", field="statistic")
     labels = _checked(values, mask, labels)
@@ -338,7 +357,7 @@ def _profile_selector(kind: Literal["categorical", "discriminative"]) -> Callabl
     select.__name__ = f"rsa_{kind}_profile"
     select.__doc__ = (
         f"Top k units by per-unit {kind} RSA over the per-position profile of the window "
-        "(``cogsae.analysis.rsa.unit_rsa_scores``). Pair it with a readout on the same "
+        "(``cogsae.analysis.unit_rsa.unit_rsa_scores``). Pair it with a readout on the same "
         "representation: "
         "the default L1 readout sees window means only. ``rng`` is unused."
     )
@@ -356,13 +375,13 @@ def random_units(
 
 
 SELECTORS: dict[str, Callable[..., Selection]] = {
-    "rsa_discriminative": rsa_discriminative,
-    "rsa_categorical": rsa_categorical,
-    "max_activation": max_activation,
-    "contrast": contrast,
-    "random": random_units,
-    "rsa_discriminative_profile": _profile_selector("discriminative"),
-    "rsa_categorical_profile": _profile_selector("categorical"),
+    RSA_DISCRIMINATIVE: rsa_discriminative,
+    RSA_CATEGORICAL: rsa_categorical,
+    MAX_ACTIVATION: max_activation,
+    CONTRAST: contrast,
+    RANDOM: random_units,
+    RSA_DISCRIMINATIVE_PROFILE: _profile_selector("discriminative"),
+    RSA_CATEGORICAL_PROFILE: _profile_selector("categorical"),
 }
-"""Every selector by name. The first five are the run's defaults (``random`` is the
-k-random-units baseline); the ``*_profile`` variants score per-position profiles."""
+"""Every selector by name: ``SELECTION_METHODS`` and ``RANDOM`` (the k-random-units
+baseline) are the run's defaults; the ``*_profile`` variants score per-position profiles."""

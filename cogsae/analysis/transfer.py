@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from cogsae.activations import Activations
-from cogsae.analysis.contrasts import bootstrap_indices
 from cogsae.analysis.ensemble import LinearModel, fold_scores
+from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.errors import CogsaeError
 
 BOOTSTRAP_STREAM = 1

@@ -39,9 +39,9 @@ from cogsae.activations import Activations
 from cogsae.analysis.contrasts import (
     factorial_glm,
     groups_warning,
-    permute_labels,
     univariate_contrast,
 )
+from cogsae.analysis.cv import make_plan
 from cogsae.analysis.design import NUISANCE_NAMES, find_pairs, nuisance_features
 from cogsae.analysis.ensemble import (
     CVPlan,
@@ -51,8 +51,8 @@ from cogsae.analysis.ensemble import (
     SelectedL1,
     compare,
     evaluate,
-    make_plan,
 )
+from cogsae.analysis.resampling import permute_labels
 from cogsae.analysis.rsa import (
     categorical_rsa,
     discriminative_rsa,

@@ -12,14 +12,12 @@ from scipy import stats
 
 from cogsae.analysis.contrasts import (
     groups_warning,
-    label_pure,
-    permutation_blocks,
-    permute_labels,
     two_sided_p,
     unit_of_analysis,
     univariate_contrast,
     welch_t,
 )
+from cogsae.analysis.resampling import label_pure, permutation_blocks, permute_labels
 from cogsae.analysis.rsa import categorical_rsa, discriminative_rsa
 
 ALPHA = 0.05

@@ -11,13 +11,12 @@ from statsmodels.stats.multitest import multipletests
 
 from cogsae.analysis.contrasts import (
     average_ranks,
-    bootstrap_indices,
     check_labels,
     effect_coded_design,
     factorial_glm,
-    permute_labels,
     univariate_contrast,
 )
+from cogsae.analysis.resampling import bootstrap_indices, permute_labels
 from cogsae.errors import CogsaeError
 
 

@@ -13,8 +13,8 @@ from cogsae.analysis.rsa import (
     categorical_rsa,
     discriminative_rsa,
     unit_rdm,
-    unit_rsa_scores,
 )
+from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from cogsae.activations import window_mean
-from cogsae.analysis.rsa import unit_rsa_scores
 from cogsae.analysis.selection import (
     SELECTORS,
     WINDOW_MEAN_SCORES,
@@ -18,6 +17,7 @@ from cogsae.analysis.selection import (
     top_k,
     top_k_batch,
 )
+from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
 
 PLANTED = np.array([3, 17, 42, 77, 120])

@@ -9,8 +9,8 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from cogsae.activations import Activations
-from cogsae.analysis.contrasts import bootstrap_indices
 from cogsae.analysis.ensemble import LinearModel
+from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.analysis.transfer import percentile_ci, transfer_score
 from cogsae.errors import CogsaeError
 from tests.helpers import linear
