@@ -42,7 +42,20 @@ _PUBLIC = {
     "discriminative_rsa": "cogsae.analysis.rsa",
 }
 
-__all__ = [*_PUBLIC, "__version__", "run"]
+__all__ = [
+    "SAE",
+    "Activations",
+    "RunConfig",
+    "__version__",
+    "categorical_rsa",
+    "discriminative_rsa",
+    "extract_activations",
+    "load_model",
+    "load_sae",
+    "load_stimuli",
+    "run",
+    "univariate_contrast",
+]
 
 
 def run(config: RunConfig, *, progress: bool = True) -> Path:
