@@ -28,6 +28,7 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from cogsae import streams
 from cogsae._io import (
     atomic_path,
     cache_dir,
@@ -335,7 +336,7 @@ def inspect_readout(
             top_rows.append(int(row))
 
     active = np.flatnonzero(values > 0)
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(seed, streams.Stream.EXAMPLE_SAMPLE)
     by_quantile: list[tuple[str, list[Example]]] = []
     quantiles = {}
     if len(active):

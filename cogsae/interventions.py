@@ -36,6 +36,7 @@ import torch
 from scipy import stats
 from tqdm.auto import tqdm
 
+from cogsae import streams
 from cogsae._io import atomic_path, write_text
 from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.analysis.transfer import percentile_ci
@@ -268,7 +269,7 @@ def measure_effect(
     labels = labels[used]
     groups = stimuli.groups()
     groups = None if groups is None else groups[used]
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(seed, streams.Stream.INTERVENTION_BOOTSTRAP)
     samples = [bootstrap_indices(labels, rng, groups) for _ in range(n_boot)]
     kw = {"batch_size": batch_size, "include_first": include_first}
     base = mean_logprobs(loaded, texts, **kw)

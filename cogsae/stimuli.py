@@ -130,17 +130,10 @@ class StimulusSet:
             [it.group if it.group is not None else f"_item{i}" for i, it in enumerate(items)]
         )
 
-    def permutation_blocks(self, factor: str | None = None) -> np.ndarray | None:
-        """[items] blocks to permute ``factor`` within
-        (``cogsae.analysis.resampling.permutation_blocks``).
-
-        None for single-factor sets; otherwise (group, levels of the other factors), so a
-        permutation of one factor leaves the others balanced.
-        """
-        from cogsae.analysis.resampling import permutation_blocks
-
-        design = {f: np.array([it.levels[f] for it in self.items]) for f in self.factors}
-        return permutation_blocks(design, factor or self.primary_factor, self.groups())
+    def design(self) -> dict[str, np.ndarray]:
+        """Factor -> [items] level of each item (the input of
+        ``cogsae.analysis.resampling.permutation_blocks``)."""
+        return {f: np.array([it.levels[f] for it in self.items]) for f in self.factors}
 
     def texts(self, *, test: bool = False) -> list[str]:
         return [it.text for it in (self.test_items if test else self.items)]

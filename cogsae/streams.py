@@ -56,6 +56,7 @@ class Stream(Enum):
     SHUFFLE_LABELS = (7, "cogsae.pipeline: --shuffle-labels, rooted in that option's seed")
     INTERVENTION_BOOTSTRAP = (0, "cogsae.interventions: bootstrap of a steering sweep's items")
     EXAMPLE_SAMPLE = (0, "cogsae.inspect: random examples inside each activation quantile bin")
+    SAE_SHUFFLE = (0, "cogsae.sae.data.shuffled_batches: shard order and shuffle buffer")
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag

@@ -142,7 +142,8 @@ def categorical_rsa(
         metric, space: RDM metric, see ``unit_rdm``.
         groups: [items] optional groups; permutations and bootstrap keep groups whole.
         blocks: [items] optional permutation blocks (factorial designs: template x the other
-            factors, ``StimulusSet.permutation_blocks``); labels move only within a block.
+            factors, ``cogsae.analysis.resampling.permutation_blocks``); labels move only
+            within a block.
         n_permutations: label permutations for p = (1 + #{null >= r}) / (1 + n).
         n_bootstrap: item bootstrap samples for the CI. Resampled copies of one item would
             form zero-distance "same item" pairs that no model can miss, so those pairs are

@@ -12,14 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from cogsae import streams
 from cogsae.activations import Activations
 from cogsae.analysis.ensemble import LinearModel, fold_scores
 from cogsae.analysis.resampling import bootstrap_indices
 from cogsae.errors import CogsaeError
-
-BOOTSTRAP_STREAM = 1
-"""Tag of the bootstrap's random stream, ``np.random.default_rng([seed, BOOTSTRAP_STREAM])``
-(independent of the corpus snippet sample, tag 0)."""
 
 
 @dataclass
@@ -79,7 +76,7 @@ def transfer_score(
         raise CogsaeError("the test items need both the target and the reference", field="test")
     scores = model.decision_function(acts.subset(keep).window_mean())
     groups = None if groups is None else np.asarray(groups)[keep]
-    rng = np.random.default_rng([seed, BOOTSTRAP_STREAM])
+    rng = streams.rng(seed, streams.Stream.TRANSFER_BOOTSTRAP)
     resamples = (bootstrap_indices(y, rng, groups) for _ in range(n_bootstrap))
     boot = np.array([_auroc_and_bacc(scores[idx], y[idx]) for idx in resamples])
     value = _auroc_and_bacc(scores, y)

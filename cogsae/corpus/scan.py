@@ -36,6 +36,7 @@ import safetensors.torch
 import torch
 from tqdm.auto import tqdm
 
+from cogsae import streams
 from cogsae._io import (
     CacheError,
     cache_dir,
@@ -62,8 +63,6 @@ from cogsae.version import __version__
 DEFAULT_SNIPPETS = 1000
 """Snippets scanned by default: ~15k tokens, ~57 CPU-seconds for SmolLM2-135M at layer 15."""
 
-# Independent random stream of the snippet sample: np.random.default_rng([seed, _SAMPLE]).
-_SAMPLE = 0
 # A document is cut into snippets after sentence-ending punctuation (and semicolons,
 # which separate the definition and examples of a WordNet gloss).
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
@@ -372,7 +371,7 @@ def sample_snippets(
             if min_tokens <= len(s) <= 10 * max_tokens
         )
     )
-    order = np.random.default_rng([seed, _SAMPLE]).permutation(len(sentences))
+    order = streams.rng(seed, streams.Stream.SNIPPET_SAMPLE).permutation(len(sentences))
     texts: list[str] = []
     ids: list[list[int]] = []
     for start in range(0, len(order), 4 * n_snippets):

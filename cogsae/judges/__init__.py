@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cogsae.analysis.transfer import BOOTSTRAP_STREAM, percentile_ci
+from cogsae import streams
+from cogsae.analysis.transfer import percentile_ci
 from cogsae.errors import CogsaeError
 from cogsae.judges.api import (
     APIJudge,
@@ -150,7 +151,7 @@ def judge_examples(
         if valid.size == 0:
             out[label] = Relevance(scores, float("nan"), (float("nan"), float("nan")), judge.name)
             continue
-        rng = np.random.default_rng([seed, BOOTSTRAP_STREAM])
+        rng = streams.rng(seed, streams.Stream.BOOTSTRAP)
         boot = valid[rng.integers(0, valid.size, (n_bootstrap, valid.size))].mean(axis=1)
         out[label] = Relevance(scores, float(valid.mean()), percentile_ci(boot, level), judge.name)
     return out

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cogsae import streams
 from cogsae._io import (
     check_writable,
     inside,
@@ -52,7 +53,7 @@ from cogsae.analysis.ensemble import (
     compare,
     evaluate,
 )
-from cogsae.analysis.resampling import permute_labels
+from cogsae.analysis.resampling import permutation_blocks, permute_labels
 from cogsae.analysis.rsa import (
     categorical_rsa,
     discriminative_rsa,
@@ -75,6 +76,7 @@ from cogsae.pipeline.corpus_stage import score_corpus
 from cogsae.pipeline.results import ConceptResult, RunResult
 from cogsae.sae.base import SAE, encode_batched
 from cogsae.stimuli import StimulusSet, length_check, load_stimuli
+from cogsae.streams import Stream
 from cogsae.version import __version__
 
 log = logging.getLogger(__name__)
@@ -267,9 +269,9 @@ def _contrast(run: Run, factor: str) -> Contrast:
     labels = all_labels[items]
     subset = lambda a: None if a is None else a[items]  # noqa: E731
     groups = subset(run.stimuli.groups())
-    blocks = subset(run.stimuli.permutation_blocks(factor))
+    blocks = subset(permutation_blocks(run.stimuli.design(), factor, run.stimuli.groups()))
     if run.config.shuffle_labels is not None:
-        rng = np.random.default_rng([run.config.shuffle_labels, 7])
+        rng = streams.rng(run.config.shuffle_labels, Stream.SHUFFLE_LABELS)
         labels = permute_labels(labels, rng, groups, blocks=blocks)
     return Contrast(items, labels, groups, blocks)
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cogsae import streams
 from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
 from cogsae.corpus import Subset, corpus_chunks, files_hash, residual_batches
 from cogsae.model import LoadedModel, model_fingerprint
@@ -161,7 +162,7 @@ def shuffled_batches(
     (training resumes by replaying it and skipping the batches already done). Stops after
     ``n_tokens`` tokens (default: all) or at the last full batch.
     """
-    rng = np.random.default_rng(seed)
+    rng = streams.rng(seed, streams.Stream.SAE_SHUFFLE)
     order = rng.permutation(len(shards))
     limit = n_tokens if n_tokens is not None else sum(_shard_len(s) for s in shards)
     buffer = np.empty((0, 0), dtype=np.float16)
