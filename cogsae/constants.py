@@ -13,3 +13,38 @@ Benjamini-Hochberg, the false discovery rate among readouts called above (or bel
 
 INTERVAL = "corrected repeated-CV t interval (Nadeau & Bengio 2003)"
 """The procedure-level AUROC interval (docs/methods.md, "Intervals")."""
+
+# Readout names: the keys of cogsae.analysis.selection.SELECTORS and the names readouts
+# carry in results and reports (one place, so no module spells them again).
+RSA_DISCRIMINATIVE = "rsa_discriminative"
+RSA_CATEGORICAL = "rsa_categorical"
+MAX_ACTIVATION = "max_activation"
+CONTRAST = "contrast"
+RANDOM = "random"
+"""Name of the k-random-units baseline selector."""
+RSA_DISCRIMINATIVE_PROFILE = "rsa_discriminative_profile"
+RSA_CATEGORICAL_PROFILE = "rsa_categorical_profile"
+DIFF_MEANS = "diff_means"
+"""Name of the difference-of-means baseline readout on all units (no selection)."""
+DENSE_L2 = "dense_l2"
+"""Name of the dense L2 logistic baseline readout on all units (no selection)."""
+
+SELECTION_METHODS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL, MAX_ACTIVATION, CONTRAST)
+"""The selection methods a run compares by default (each also against ``RANDOM``)."""
+BASELINES = (DIFF_MEANS, DENSE_L2)
+"""Readouts on all units of the raw space that every selection method is compared with."""
+CONFOUND = "confound"
+"""Name of the confound baseline: an L2 probe on nuisance variables (token count, window
+positions, last position, word length); a method that does not beat it may read length."""
+NUISANCE = "nuisance"
+"""The unit space of the nuisance variables, where the confound baseline reads."""
+CONFOUND_LABEL = f"{NUISANCE}:{CONFOUND}"
+"""The confound baseline's label in results (labels are ``space:method``)."""
+
+METHOD_TITLES = {
+    RSA_DISCRIMINATIVE: "discriminative RSA",
+    RSA_CATEGORICAL: "categorical RSA",
+    MAX_ACTIVATION: "max-activation",
+    CONTRAST: "Welch-t contrast",
+}
+"""Words for the selection methods in reports."""

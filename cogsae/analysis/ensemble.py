@@ -47,9 +47,6 @@ from cogsae.activations import Activations
 from cogsae.analysis.contrasts import average_ranks
 from cogsae.analysis.cv import CVPlan, FoldSets
 from cogsae.analysis.selection import (
-    DENSE_L2,
-    DIFF_MEANS,
-    RANDOM,
     SELECTORS,
     WINDOW_MEAN_SCORES,
     Selection,
@@ -57,6 +54,7 @@ from cogsae.analysis.selection import (
     top_k_batch,
 )
 from cogsae.analysis.solvers import fit_kernel_logistic, fit_l1_logistic, weighted_standardize
+from cogsae.constants import DENSE_L2, DIFF_MEANS, RANDOM
 from cogsae.errors import CogsaeError
 
 # Statistics computed on permuted data count as ">= observed" within this float tolerance.

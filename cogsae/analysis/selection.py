@@ -32,26 +32,16 @@ import numpy as np
 from cogsae.activations import window_mean
 from cogsae.analysis.contrasts import active_units, auroc, check_labels
 from cogsae.analysis.unit_rsa import unit_rsa_scores
+from cogsae.constants import (
+    CONTRAST,
+    MAX_ACTIVATION,
+    RANDOM,
+    RSA_CATEGORICAL,
+    RSA_CATEGORICAL_PROFILE,
+    RSA_DISCRIMINATIVE,
+    RSA_DISCRIMINATIVE_PROFILE,
+)
 from cogsae.errors import CogsaeError
-
-# Method names: the keys of SELECTORS and the names readouts carry in results.
-RSA_DISCRIMINATIVE = "rsa_discriminative"
-RSA_CATEGORICAL = "rsa_categorical"
-MAX_ACTIVATION = "max_activation"
-CONTRAST = "contrast"
-RANDOM = "random"
-"""Name of the k-random-units baseline selector."""
-RSA_DISCRIMINATIVE_PROFILE = "rsa_discriminative_profile"
-RSA_CATEGORICAL_PROFILE = "rsa_categorical_profile"
-DIFF_MEANS = "diff_means"
-"""Name of the difference-of-means baseline readout on all units (no selection)."""
-DENSE_L2 = "dense_l2"
-"""Name of the dense L2 logistic baseline readout on all units (no selection)."""
-
-SELECTION_METHODS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL, MAX_ACTIVATION, CONTRAST)
-"""The selection methods a run compares by default (each also against ``RANDOM``)."""
-BASELINES = (DIFF_MEANS, DENSE_L2)
-"""Readouts on all units of the raw space that every selection method is compared with."""
 
 # A unit whose spread over the training items is below this (on globally standardized
 # values) is constant there: it gets score 0 (RSA) or NaN (contrast, ranked last).

@@ -19,7 +19,7 @@ from cogsae.analysis import vis
 from cogsae.analysis.contrasts import ContrastResult, GLMResult
 from cogsae.analysis.ensemble import MethodResult
 from cogsae.analysis.rsa import CategoricalRSA, DiscriminativeRSA
-from cogsae.constants import ALPHA, INTERVAL, READOUT_CORRECTION
+from cogsae.constants import ALPHA, CONTRAST, INTERVAL, READOUT_CORRECTION, RSA_DISCRIMINATIVE
 from cogsae.pipeline.config import RunConfig
 from cogsae.stimuli import LengthCheck, StimulusSet
 
@@ -225,7 +225,7 @@ class ConceptResult:
                 (
                     m
                     for m in self.methods
-                    if m.space == space and m.method in ("rsa_discriminative", "contrast")
+                    if m.space == space and m.method in (RSA_DISCRIMINATIVE, CONTRAST)
                 ),
                 key=lambda m: m.auroc,
                 default=None,

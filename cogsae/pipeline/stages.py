@@ -58,7 +58,17 @@ from cogsae.analysis.rsa import (
     categorical_rsa,
     discriminative_rsa,
 )
-from cogsae.constants import ALPHA
+from cogsae.constants import (
+    ALPHA,
+    CONFOUND,
+    CONFOUND_LABEL,
+    DENSE_L2,
+    MAX_ACTIVATION,
+    NUISANCE,
+    RANDOM,
+    RSA_CATEGORICAL,
+    RSA_DISCRIMINATIVE,
+)
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable, extract_activations
 from cogsae.model import (
@@ -68,7 +78,6 @@ from cogsae.model import (
     resolve_model,
 )
 from cogsae.pipeline.config import (
-    CONFOUND,
     RunConfig,
     replication_seeds,
 )
@@ -278,7 +287,7 @@ def _contrast(run: Run, factor: str) -> Contrast:
 
 def readouts(space: str, config: RunConfig, k: int) -> list[SelectedL1 | DiffMeans | DenseL2]:
     """The readouts evaluated in ``space``: each method, k random units, raw baselines."""
-    chosen: list = [SelectedL1(method, k) for method in (*config.methods, "random")]
+    chosen: list = [SelectedL1(method, k) for method in (*config.methods, RANDOM)]
     if space == "raw":
         chosen += [DiffMeans(), DenseL2()]
     return chosen
@@ -294,20 +303,20 @@ def comparison_pairs(spaces: list[str], methods: tuple[str, ...]) -> list[tuple[
     if "sae" in spaces:
         pairs += [(f"sae:{m}", f"raw:{m}") for m in methods]
     for space in spaces:
-        if {"rsa_discriminative", "max_activation"} <= set(methods):
+        if {RSA_DISCRIMINATIVE, MAX_ACTIVATION} <= set(methods):
             pairs.append((f"{space}:rsa_discriminative", f"{space}:max_activation"))
-        if {"rsa_categorical", "max_activation"} <= set(methods):
+        if {RSA_CATEGORICAL, MAX_ACTIVATION} <= set(methods):
             pairs.append((f"{space}:rsa_categorical", f"{space}:max_activation"))
-        if {"rsa_discriminative", "rsa_categorical"} <= set(methods):
+        if {RSA_DISCRIMINATIVE, RSA_CATEGORICAL} <= set(methods):
             pairs.append((f"{space}:rsa_discriminative", f"{space}:rsa_categorical"))
         pairs += [(f"{space}:{m}", f"{space}:random") for m in methods]
-    pairs += [(f"{space}:{m}", "raw:dense_l2") for space in spaces for m in methods]
+    pairs += [(f"{space}:{m}", f"raw:{DENSE_L2}") for space in spaces for m in methods]
     return pairs
 
 
 def confound_pairs(labels: list[str]) -> list[tuple[str, str]]:
     """Every readout against the confound baseline (its own Holm family)."""
-    return [(label, CONFOUND) for label in labels if label != CONFOUND]
+    return [(label, CONFOUND_LABEL) for label in labels if label != CONFOUND_LABEL]
 
 
 def design_warnings(run: Run, factor: str, contrast: Contrast) -> tuple[list[str], int]:
@@ -335,7 +344,7 @@ def _evaluate_all(
             readouts(space, run.config, k), acts.subset(contrast.items), plan, progress=run.progress
         )
     results += evaluate(
-        [DenseL2(name="confound")], nuisance.subset(contrast.items), plan, progress=run.progress
+        [DenseL2(name=CONFOUND)], nuisance.subset(contrast.items), plan, progress=run.progress
     )
     return results
 
@@ -420,7 +429,7 @@ def analyse_concept(
         curve_plan = plan_for(0, seed)  # the same folds, no permutations
         for acts in spaces.values():
             for k in other_k:
-                curve = [SelectedL1(m, k) for m in (*config.methods, "random")]
+                curve = [SelectedL1(m, k) for m in (*config.methods, RANDOM)]
                 result.k_curve += evaluate(
                     curve, acts.subset(items), curve_plan, progress=run.progress
                 )
@@ -525,7 +534,7 @@ def nuisance_activations(stimuli: StimulusSet, tokenizer: Any, window: Window) -
     """The nuisance variables of every item as a one-position unit space "nuisance"."""
     values = nuisance_features(stimuli, tokenizer, window)[:, None, :]
     mask = np.ones(values.shape[:2], dtype=bool)
-    return Activations(values, mask, "nuisance", meta={"units": list(NUISANCE_NAMES)})
+    return Activations(values, mask, NUISANCE, meta={"units": list(NUISANCE_NAMES)})
 
 
 def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cogsae._io import safe_name
-from cogsae.constants import ALPHA, PAIRED_SHARE
+from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
 
 
 def _fmt_p(p: float) -> str:
@@ -39,7 +39,7 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
     """One honest paragraph: what won among the readouts that beat chance, by how much,
     which verdicts hold (corrected, and stable on a second partition) and what did not."""
     everything = concept["methods"]
-    confound = next((m for m in everything if m["method"] == "confound"), None)
+    confound = next((m for m in everything if m["method"] == CONFOUND), None)
     methods = [m for m in everything if m is not confound]
     n = len(methods)
     text = [f"On **{concept['target']} vs {concept['reference']}** ({concept['n_items']} items)."]
@@ -118,12 +118,12 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
             space = c["a"].split(":")[0]
             verdict = _verdict(c, "discriminative RSA", "max-activation")
             text.append(f"In {space} space {verdict}.")
-    dense = next((m for m in methods if m["method"] == "dense_l2"), None)
+    dense = next((m for m in methods if m["method"] == DENSE_L2), None)
     if dense is not None:
         beat_dense = [
             c
             for c in comparisons
-            if c["b"] == "raw:dense_l2" and c["diff"] > 0 and c["p_corrected"] < ALPHA
+            if c["b"] == f"raw:{DENSE_L2}" and c["diff"] > 0 and c["p_corrected"] < ALPHA
         ]
         text.append(
             f"The dense L2 probe on all raw units reached AUROC {dense['auroc']:.3f}; "
@@ -304,14 +304,6 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-SELECTION_NAMES = {
-    "rsa_discriminative": "discriminative RSA",
-    "rsa_categorical": "categorical RSA",
-    "max_activation": "max-activation",
-    "contrast": "Welch-t contrast",
-}
-"""Words for the selection methods of a run's config."""
-
 SPACE_NAMES = {"raw": "raw residual dimensions", "sae": "SAE features"}
 """Words for the unit spaces of a run."""
 
@@ -325,7 +317,7 @@ def methods_section(results: dict[str, Any]) -> list[str]:
     concept = results["concepts"][0]
     layer, window = model["layer"], model["window"]
     units = [SPACE_NAMES.get(s, s) for s in results["spaces"]]
-    selection = [SELECTION_NAMES.get(m, m) for m in config["methods"]]
+    selection = [METHOD_TITLES.get(m, m) for m in config["methods"]]
     correction = concept["readout_correction"]
     correction = CORRECTION_NAMES.get(correction, correction)
     grouped = ", grouped by item group" if stim["grouped"] else ""
