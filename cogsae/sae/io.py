@@ -34,10 +34,12 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cogsae import __version__
@@ -115,23 +117,7 @@ def load_sae(path_or_name: str | Path, model: LoadedModel | None = None) -> SAE:
     name or layer different from the model's is a warning (the SAE may still be useful).
     """
     folder = DEFAULT_SAE_DIR if str(path_or_name) == "default" else Path(path_or_name)
-    cfg_path = folder / "cfg.json"
-    if not cfg_path.is_file():
-        raise CogsaeError("not an SAE folder (no cfg.json)", path=folder, field="sae")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CogsaeError(f"invalid JSON: {err.msg}", path=cfg_path, line=err.lineno) from err
-    if (folder / SAELENS_WEIGHTS).is_file():
-        cfg, state = _read_saelens(raw, load_file(folder / SAELENS_WEIGHTS), cfg_path)
-    elif (folder / SPARSIFY_WEIGHTS).is_file():
-        cfg, state = _read_sparsify(raw, load_file(folder / SPARSIFY_WEIGHTS), folder, cfg_path)
-    else:
-        raise CogsaeError(
-            f"no {SAELENS_WEIGHTS} (SAELens) or {SPARSIFY_WEIGHTS} (sparsify)",
-            path=folder,
-            field="sae",
-        )
+    cfg, state = _read(folder, load_file)
     sae = SAE(cfg)
     expected = {name: tuple(p.shape) for name, p in sae.named_parameters()}
     got = {name: tuple(t.shape) for name, t in state.items()}
@@ -144,6 +130,44 @@ def load_sae(path_or_name: str | Path, model: LoadedModel | None = None) -> SAE:
         check_compatible(sae, model, folder)
         sae.to(model.device)
     return sae.eval()
+
+
+def read_sae_config(path_or_name: str | Path) -> SAEConfig:
+    """The config (d_sae, layer, model name, ...) of an SAE folder or "default", without
+    reading its weights: `load_sae`'s parser given shape-only (meta) tensors."""
+    folder = DEFAULT_SAE_DIR if str(path_or_name) == "default" else Path(path_or_name)
+    return _read(folder, _shapes)[0]
+
+
+def _shapes(path: Path) -> dict[str, torch.Tensor]:
+    """Meta tensors of the shapes stored in a safetensors file (nothing is read)."""
+    with safe_open(str(path), framework="pt") as fh:
+        return {
+            name: torch.empty(fh.get_slice(name).get_shape(), device="meta")
+            for name in fh.keys()  # noqa: SIM118 - not a dict
+        }
+
+
+def _read(
+    folder: Path, read_state: Callable[[Path], dict[str, torch.Tensor]]
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    """(config, weights) of an SAE folder; ``read_state`` reads a safetensors file."""
+    cfg_path = folder / "cfg.json"
+    if not cfg_path.is_file():
+        raise CogsaeError("not an SAE folder (no cfg.json)", path=folder, field="sae")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CogsaeError(f"invalid JSON: {err.msg}", path=cfg_path, line=err.lineno) from err
+    if (folder / SAELENS_WEIGHTS).is_file():
+        return _read_saelens(raw, read_state(folder / SAELENS_WEIGHTS), cfg_path)
+    if (folder / SPARSIFY_WEIGHTS).is_file():
+        return _read_sparsify(raw, read_state(folder / SPARSIFY_WEIGHTS), folder, cfg_path)
+    raise CogsaeError(
+        f"no {SAELENS_WEIGHTS} (SAELens) or {SPARSIFY_WEIGHTS} (sparsify)",
+        path=folder,
+        field="sae",
+    )
 
 
 def sae_files_fingerprint(path_or_name: str | Path) -> str:
