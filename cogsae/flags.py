@@ -40,7 +40,7 @@ def option(
         aliases: further flags accepted for the same option.
         choices: accepted values.
         metavar: placeholder shown in the help.
-        path: "file" or "dir": a path that must be one (and exist, for "file").
+        path: "file" (an existing file), "new file" or "dir": a path that must be one.
         separator: a tuple field given as one value, split on this ("1,2,4").
         argument: the command's positional argument instead of an option.
     """
