@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from cogsae.cli.options import group, options, user_errors
-from cogsae.cli.units import load, slug
+from cogsae.cli.options import user_errors
+from cogsae.cli.units import load, slug, unit_options
 from cogsae.errors import CogsaeError
 from cogsae.flags import CorpusOptions, ModelOptions, SAEOptions, flag, option
 
@@ -266,12 +266,7 @@ def _measure(opts: ClampOptions, loaded: Any, editor: Editor, stimuli: Any) -> N
 
 
 @click.command("clamp")
-@options(
-    opts=ClampOptions,
-    sae=SAEOptions,
-    corpus=group(CorpusOptions, "corpus", "n_tokens"),
-    model=ModelOptions,
-)
+@unit_options(ClampOptions)
 @user_errors
 def clamp(opts: ClampOptions, sae: SAEOptions, corpus: CorpusOptions, model: ModelOptions) -> None:
     """Clamp, ablate or steer at layer L: generations with and without (--prompt, values

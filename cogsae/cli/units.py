@@ -1,10 +1,10 @@
 """`cogsae inspect` and `attribute`: one unit over a corpus, and ablation vs gradient
-attribution of SAE features (`cogsae.inspect`, `cogsae.interventions`); `load` and
-`slug` are shared with `cogsae.cli.clamp`."""
+attribution of SAE features (`cogsae.inspect`, `cogsae.interventions`); `load`,
+`unit_options` and `slug` are shared with `cogsae.cli.clamp`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,17 @@ def load(
     return resolve.load(model_options(model), sae.sae if needs_sae else None, suggested)
 
 
+def unit_options(cls: type, **corpus_defaults: Any) -> Callable[..., Any]:
+    """The options of a command on one model, SAE and corpus scan: ``cls`` (as ``opts``),
+    `SAEOptions`, --corpus/--tokens (with ``corpus_defaults``) and `ModelOptions`."""
+    return options(
+        opts=cls,
+        sae=SAEOptions,
+        corpus=group(CorpusOptions, "corpus", "n_tokens", **corpus_defaults),
+        model=ModelOptions,
+    )
+
+
 def slug(*parts: object) -> str:
     """A file-name-safe join of ``parts`` ("smollm2-135m-L15-sae-feature-12")."""
     from cogsae._io import safe_name
@@ -84,12 +95,7 @@ def slug(*parts: object) -> str:
 
 
 @click.command("inspect")
-@options(
-    opts=InspectOptions,
-    sae=SAEOptions,
-    corpus=group(CorpusOptions, "corpus", "n_tokens"),
-    model=ModelOptions,
-)
+@unit_options(InspectOptions)
 @user_errors
 def inspect(
     opts: InspectOptions, sae: SAEOptions, corpus: CorpusOptions, model: ModelOptions
@@ -136,12 +142,7 @@ def inspect(
 
 
 @click.command("attribute")
-@options(
-    opts=AttributeOptions,
-    sae=SAEOptions,
-    corpus=group(CorpusOptions, "corpus", "n_tokens", n_tokens=2048),
-    model=ModelOptions,
-)
+@unit_options(AttributeOptions, n_tokens=2048)
 @user_errors
 def attribute(
     opts: AttributeOptions, sae: SAEOptions, corpus: CorpusOptions, model: ModelOptions
