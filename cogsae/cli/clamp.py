@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from cogsae.cli.options import user_errors
 from cogsae.cli.units import load, slug, unit_options
 from cogsae.errors import CogsaeError
 from cogsae.flags import CorpusOptions, ModelOptions, SAEOptions, flag, option
@@ -267,7 +266,6 @@ def _measure(opts: ClampOptions, loaded: Any, editor: Editor, stimuli: Any) -> N
 
 @click.command("clamp")
 @unit_options(ClampOptions)
-@user_errors
 def clamp(opts: ClampOptions, sae: SAEOptions, corpus: CorpusOptions, model: ModelOptions) -> None:
     """Clamp, ablate or steer at layer L: generations with and without (--prompt, values
     given: --feature N=VALUE, --steer SOURCE=COEF), or a measured effect (--measure, values

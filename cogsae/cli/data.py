@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cogsae.cli.options import group, model_options, options, user_errors
+from cogsae.cli.options import group, model_options, options
 from cogsae.errors import CogsaeError
 from cogsae.flags import ModelOptions, WindowOptions, flag, option
 
@@ -47,7 +47,6 @@ class ExtractOptions:
 
 @click.command()
 @options(opts=ValidateOptions, model=group(ModelOptions, "model"))
-@user_errors
 def validate(opts: ValidateOptions, model: ModelOptions) -> None:
     """Check stimulus sets and print a summary of each.
 
@@ -101,7 +100,6 @@ def _check_set(stimuli: Any, tokenizer: Any, groups_out: str | None) -> None:
 
 @click.command()
 @options(opts=ExtractOptions, model=ModelOptions, window=WindowOptions)
-@user_errors
 def extract(opts: ExtractOptions, model: ModelOptions, window: WindowOptions) -> None:
     """Extract windowed layer-L activations of a stimulus set and cache them.
 

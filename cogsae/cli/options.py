@@ -52,7 +52,8 @@ def group(cls: type, *only: str, **defaults: Any) -> Group:
 
 
 def options(**groups: type | Group) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: the options of every group; the command gets each as one instance."""
+    """Decorator: the options of every group; the command gets each as one instance.
+    Building the instances validates them, so `user_errors` reports what that refuses."""
     specs = {name: g if isinstance(g, Group) else Group(g) for name, g in groups.items()}
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -64,6 +65,7 @@ def options(**groups: type | Group) -> Callable[[Callable[..., Any]], Callable[.
                 kwargs[name] = spec.cls(**defaults, **values)
             return func(**kwargs)
 
+        command = user_errors(command)
         params = [_param(name, spec, f) for name, spec in specs.items() for f in spec.fields()]
         for param in reversed(params):
             command = param(command)

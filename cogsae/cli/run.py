@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import click
 
-from cogsae.cli.options import announce_dtype, options, user_errors
+from cogsae.cli.options import announce_dtype, options
 from cogsae.flags import option
 from cogsae.pipeline.config import RunConfig
 
@@ -41,7 +41,6 @@ class ReportOptions:
 
 @click.command()
 @options(config=RunConfig, progress=Progress)
-@user_errors
 def run(config: RunConfig, progress: Progress) -> None:
     """Hunt a concept: compare every selection method in SAE and raw space.
 
@@ -63,7 +62,6 @@ def run(config: RunConfig, progress: Progress) -> None:
 
 @click.command()
 @options(opts=ReportOptions)
-@user_errors
 def report(opts: ReportOptions) -> None:
     """Rebuild the report of a run DIR, or combine several runs into one comparison."""
     from pathlib import Path

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import click
 
-from cogsae.cli.options import group, model_options, options, user_errors
+from cogsae.cli.options import group, model_options, options
 from cogsae.cli.run import Progress
 from cogsae.flags import CorpusOptions, ModelOptions, option
 from cogsae.sae.train import TrainConfig
@@ -61,7 +61,6 @@ class MetricsOptions:
     config=TrainConfig,
     progress=Progress,
 )
-@user_errors
 def train_sae_command(
     model: ModelOptions,
     corpus: CorpusOptions,
@@ -103,7 +102,6 @@ def train_sae_command(
     corpus=group(CorpusOptions, n_tokens=50_000),
     progress=Progress,
 )
-@user_errors
 def sae_metrics_command(
     opts: MetricsOptions, model: ModelOptions, corpus: CorpusOptions, progress: Progress
 ) -> None:

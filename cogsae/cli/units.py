@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cogsae.cli.options import group, model_options, options, user_errors
+from cogsae.cli.options import group, model_options, options
 from cogsae.errors import CogsaeError
 from cogsae.flags import CorpusOptions, ModelOptions, SAEOptions, flag, option
 
@@ -96,7 +96,6 @@ def slug(*parts: object) -> str:
 
 @click.command("inspect")
 @unit_options(InspectOptions)
-@user_errors
 def inspect(
     opts: InspectOptions, sae: SAEOptions, corpus: CorpusOptions, model: ModelOptions
 ) -> None:
@@ -143,7 +142,6 @@ def inspect(
 
 @click.command("attribute")
 @unit_options(AttributeOptions, n_tokens=2048)
-@user_errors
 def attribute(
     opts: AttributeOptions, sae: SAEOptions, corpus: CorpusOptions, model: ModelOptions
 ) -> None:
