@@ -31,8 +31,6 @@ DENSE_L2 = "dense_l2"
 
 SELECTION_METHODS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL, MAX_ACTIVATION, CONTRAST)
 """The selection methods a run compares by default (each also against ``RANDOM``)."""
-BASELINES = (DIFF_MEANS, DENSE_L2)
-"""Readouts on all units of the raw space that every selection method is compared with."""
 CONFOUND = "confound"
 """Name of the confound baseline: an L2 probe on nuisance variables (token count, window
 positions, last position, word length); a method that does not beat it may read length."""

@@ -439,7 +439,7 @@ def test_train_sae_refuses_a_foreign_non_empty_out(tmp_path: Path, monkeypatch) 
     out = tmp_path / "mine"
     out.mkdir()
     (out / "thesis.tex").write_text("years of work")
-    monkeypatch.setattr("cogsae.model.load_model", _no_model)
+    monkeypatch.setattr("cogsae.resolve.load_model", _no_model)
     result = CliRunner().invoke(main, ["train-sae", "--out", str(out)])
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert "Traceback" not in result.output
@@ -465,7 +465,7 @@ def test_impossible_options_fail_before_model_work(
     value: str | None,
     message: str,
 ) -> None:
-    monkeypatch.setattr("cogsae.pipeline.stages.load_model", _no_model)
+    monkeypatch.setattr("cogsae.resolve.load_model", _no_model)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     output = tmp_path / "results"

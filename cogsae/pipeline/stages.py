@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cogsae import streams
+from cogsae import resolve, streams
 from cogsae._io import (
     check_writable,
     inside,
@@ -71,12 +71,8 @@ from cogsae.constants import (
 )
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable, extract_activations
-from cogsae.model import (
-    LoadedModel,
-    load_model,
-    load_tokenizer,
-    resolve_model,
-)
+from cogsae.flags import ModelOptions, flag
+from cogsae.model import LoadedModel, load_tokenizer, resolve_model
 from cogsae.pipeline.config import (
     RunConfig,
     replication_seeds,
@@ -184,20 +180,21 @@ def prepare(config: RunConfig, progress: bool = True) -> Run:
 
 def n_units(config: RunConfig, stimuli: StimulusSet) -> dict[str, int]:
     """Units of each space of a run (raw: the model's width; sae: its latents), read from
-    the model's config.json and the SAE folder without loading the model."""
+    the model's config.json and the SAE's cfg.json without loading either."""
     from transformers import AutoConfig
 
-    from cogsae.sae.io import load_sae
-
-    name = config.model_name(stimuli)
-    _, source = resolve_model(name)
+    _, source = resolve_model(config.model_name(stimuli))
     try:
         width = int(AutoConfig.from_pretrained(source, local_files_only=True).hidden_size)
     except OSError as err:
-        raise CogsaeError(f"cannot read the model config: {err}", field="model") from err
+        raise CogsaeError(
+            f"cannot read the model config: {err}", field=flag(RunConfig, "model")
+        ) from err
     units = {"raw": width}
-    if config.sae != "none":
-        units["sae"] = load_sae(config.sae).cfg.d_sae
+    sae = resolve.sae_config(config.sae)
+    resolve.layer(config.layer, stimuli.model, sae)  # an SAE of another layer fails here
+    if sae is not None:
+        units["sae"] = sae.d_sae
     return units
 
 
@@ -208,10 +205,11 @@ def check_options(config: RunConfig, stimuli: StimulusSet, units: dict[str, int]
     if max(config.k) > smallest:
         raise CogsaeError(
             f"k = {max(config.k)} is more than the {smallest} units of the {space} space",
-            field="--k",
+            field=flag(RunConfig, "k"),
         )
+    folds = flag(RunConfig, "n_splits")
     if config.n_splits < 2:
-        raise CogsaeError("need at least 2 folds", field="--folds")
+        raise CogsaeError("need at least 2 folds", field=folds)
     groups = stimuli.groups()
     for factor in stimuli.factors:
         labels = stimuli.labels(factor)
@@ -224,23 +222,15 @@ def check_options(config: RunConfig, stimuli: StimulusSet, units: dict[str, int]
                     f"{config.n_splits} folds need at least {2 * config.n_splits} {unit} per "
                     f"condition; {factor}={level} has {n}",
                     path=stimuli.path,
-                    field="--folds",
+                    field=folds,
                 )
 
 
 def _load(run: Run) -> tuple[LoadedModel, Any]:
-    """The model and SAE of a run (SAE None when ``sae == "none"``)."""
-    from cogsae.sae.io import load_sae
-
+    """The model and SAE of a run (SAE None when ``sae == "none"``), `cogsae.resolve`d."""
     config = run.config
-    model = load_model(
-        config.model_name(run.stimuli),
-        layer=config.layer if config.layer is not None else run.stimuli.model.get("layer"),
-        dtype=config.dtype,
-        device=config.device,
-    )
-    sae = None if config.sae == "none" else load_sae(config.sae, model)
-    return model, sae
+    options = ModelOptions(config.model, config.layer, config.dtype, config.device)
+    return resolve.load(options, config.sae, run.stimuli.model)
 
 
 @torch.inference_mode()

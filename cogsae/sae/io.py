@@ -45,10 +45,12 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from cogsae._io import atomic_path, files_fingerprint
@@ -148,18 +150,7 @@ def load_sae(
     folder = resolve_sae_folder(
         path_or_name, model.layer if layer is None and model is not None else layer
     )
-    cfg_path = folder / "cfg.json"
-    raw = _read_cfg(cfg_path)
-    if (folder / SAELENS_WEIGHTS).is_file():
-        cfg, state = _read_saelens(raw, load_file(folder / SAELENS_WEIGHTS), cfg_path)
-    elif (folder / SPARSIFY_WEIGHTS).is_file():
-        cfg, state = _read_sparsify(raw, load_file(folder / SPARSIFY_WEIGHTS), folder, cfg_path)
-    else:
-        raise CogsaeError(
-            f"no {SAELENS_WEIGHTS} (SAELens) or {SPARSIFY_WEIGHTS} (sparsify)",
-            path=folder,
-            field="sae",
-        )
+    cfg, state = _read(folder, load_file)
     if layer is not None and cfg.layer is not None and cfg.layer != layer:
         raise CogsaeError(
             f"the SAE reads layer {cfg.layer}, not the layer {layer} asked for",
@@ -178,6 +169,39 @@ def load_sae(
         check_compatible(sae, model, folder)
         sae.to(model.device)
     return sae.eval()
+
+
+def read_sae_config(path_or_name: str | Path, layer: int | None = None) -> SAEConfig:
+    """The config (d_sae, layer, model name, ...) of an SAE folder, release folder (``layer``
+    picks the subfolder, `resolve_sae_folder`) or "default", without reading its weights:
+    `load_sae`'s parser given shape-only (meta) tensors."""
+    return _read(resolve_sae_folder(path_or_name, layer), _shapes)[0]
+
+
+def _shapes(path: Path) -> dict[str, torch.Tensor]:
+    """Meta tensors of the shapes stored in a safetensors file (nothing is read)."""
+    with safe_open(str(path), framework="pt") as fh:
+        return {
+            name: torch.empty(fh.get_slice(name).get_shape(), device="meta")
+            for name in fh.keys()  # noqa: SIM118 - not a dict
+        }
+
+
+def _read(
+    folder: Path, read_state: Callable[[Path], dict[str, torch.Tensor]]
+) -> tuple[SAEConfig, dict[str, torch.Tensor]]:
+    """(config, weights) of an SAE folder; ``read_state`` reads a safetensors file."""
+    cfg_path = folder / "cfg.json"
+    raw = _read_cfg(cfg_path)
+    if (folder / SAELENS_WEIGHTS).is_file():
+        return _read_saelens(raw, read_state(folder / SAELENS_WEIGHTS), cfg_path)
+    if (folder / SPARSIFY_WEIGHTS).is_file():
+        return _read_sparsify(raw, read_state(folder / SPARSIFY_WEIGHTS), folder, cfg_path)
+    raise CogsaeError(
+        f"no {SAELENS_WEIGHTS} (SAELens) or {SPARSIFY_WEIGHTS} (sparsify)",
+        path=folder,
+        field="sae",
+    )
 
 
 def resolve_sae_folder(path_or_name: str | Path, layer: int | None = None) -> Path:

@@ -48,6 +48,7 @@ from cogsae._io import (
 )
 from cogsae.corpus import corpus_record
 from cogsae.errors import CogsaeError
+from cogsae.flags import flag, option
 from cogsae.model import LoadedModel, dtype_name, resolve_dtype
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.data import cache_activations, shuffled_batches, typical_tokens
@@ -86,17 +87,19 @@ class TrainConfig:
             CPU) has native bf16, else float32 (`cogsae.model.resolve_dtype`).
     """
 
-    architecture: str = "topk"
-    d_sae: int = 8192
-    k: int = 64
-    l1_coefficient: float = 5.0
-    lr: float = 1.5e-3
-    batch_size: int = 1024
-    n_tokens: int = 2_000_000
-    buffer_tokens: int = 262_144
-    seed: int = 0
-    checkpoint_every: int = 200
-    dead_tokens: int = 100_000
+    architecture: str = option(
+        "topk", "topk (TopK) or standard (ReLU + L1).", choices=("topk", "standard")
+    )
+    d_sae: int = option(8192, "Number of latents.")
+    k: int = option(64, "Active latents per token (topk).")
+    l1_coefficient: float = option(5.0, "L1 weight (standard).", flag="--l1")
+    lr: float = option(1.5e-3, "Peak Adam learning rate.")
+    batch_size: int = option(1024, "Tokens per step.")
+    n_tokens: int = option(2_000_000, "Training tokens (one epoch).", flag="--tokens")
+    buffer_tokens: int = option(262_144, "Shuffle buffer size.")
+    seed: int = option(0, "Seed of the initialisation and the batch order.")
+    checkpoint_every: int = option(200, "Steps between checkpoints (0: never).")
+    dead_tokens: int = option(100_000, "Dead if silent this many tokens.")
     aux_k: int | None = None
     aux_coefficient: float = 1 / 32
     l1_warmup_frac: float = 0.05
@@ -111,10 +114,12 @@ class TrainConfig:
         if self.architecture not in ("topk", "standard"):
             raise CogsaeError(
                 f"can train 'topk' or 'standard', not {self.architecture!r}",
-                field="architecture",
+                field=flag(TrainConfig, "architecture"),
             )
         if self.n_tokens < self.batch_size:
-            raise CogsaeError("n_tokens must be at least one batch", field="n_tokens")
+            raise CogsaeError(
+                "n_tokens must be at least one batch", field=flag(TrainConfig, "n_tokens")
+            )
 
     @property
     def n_steps(self) -> int:

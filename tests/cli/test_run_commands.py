@@ -1,0 +1,45 @@
+"""`cogsae run` and `cogsae report` on the tiny model (a minimal, fast run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from cogsae.cli import main
+
+FAST = ["--permutations", "0", "--repeats", "1", "--bootstrap", "1", "--snippets", "0"]
+
+
+def test_run_then_rebuild_the_report(
+    tiny_flags: list[str], tiny_assets: dict, tmp_path: Path
+) -> None:
+    flags = [f for f in tiny_flags if f not in ("--tokens", "60")]
+    args = [
+        "run",
+        str(tiny_assets["stimuli"]),
+        *flags,
+        *FAST,
+        "--k",
+        "2",
+        "--no-figures",
+        "--quiet",
+    ]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    page = Path(result.stdout.split("report: ")[1].strip())
+    results = json.loads((page.parent / "results.json").read_text())
+    assert results["concepts"][0]["methods"]
+    again = CliRunner().invoke(main, ["report", str(page.parent)])
+    assert again.exit_code == 0, again.output and "report: " in again.output
+
+
+def test_run_refuses_a_layer_its_sae_was_not_trained_on(
+    tiny_flags: list[str], tiny_assets: dict, tmp_path: Path
+) -> None:
+    args = ["run", str(tiny_assets["stimuli"]), "--model", tiny_assets["model"]]
+    args += ["--sae", tiny_assets["sae"], "--layer", "2", "--output", str(tmp_path / "results")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "trained on layer 1" in result.output
+    assert not (tmp_path / "results").exists()  # refused before any work
