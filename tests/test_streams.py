@@ -42,6 +42,7 @@ def test_known_collisions_are_listed() -> None:
             Stream.SNIPPET_SAMPLE,
             Stream.INTERVENTION_BOOTSTRAP,
             Stream.EXAMPLE_SAMPLE,
+            Stream.SAE_SHUFFLE,
         ),
         (Stream.PERMUTATIONS, Stream.BOOTSTRAP, Stream.TRANSFER_BOOTSTRAP),
     ]

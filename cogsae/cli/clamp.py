@@ -165,6 +165,7 @@ class Editor:
 
     def __init__(self, plan: EditPlan, loaded: Any, sae: Any, corpus: CorpusOptions) -> None:
         from cogsae import inspect as features
+        from cogsae.corpus import scan_chunks
 
         self.plan, self.sae = plan, sae
         if plan.kind == "feature":
@@ -176,7 +177,7 @@ class Editor:
         else:
             self.direction = None
         self.scan = functools.cache(
-            lambda: features.scan_corpus(loaded, corpus.corpus, n_tokens=corpus.n_tokens)
+            lambda: scan_chunks(loaded, corpus.corpus, n_tokens=corpus.n_tokens)
         )
         self.maxima = functools.cache(
             lambda: features.feature_maxima(features.sae_codes(self.scan(), sae))

@@ -106,6 +106,7 @@ def inspect(
     summary.txt and inspection.json, and prints the summary.
     """
     from cogsae import inspect as features
+    from cogsae.corpus import scan_chunks
 
     if sum(x is not None for x in (opts.feature, opts.unit, opts.ensemble)) != 1:
         raise CogsaeError(
@@ -115,7 +116,7 @@ def inspect(
     ensemble = features.load_ensemble(opts.ensemble) if opts.ensemble else None
     needs_sae = opts.feature is not None or (ensemble is not None and ensemble.space == "sae")
     loaded, encoder = load(model, sae, needs_sae, None)
-    scan = features.scan_corpus(loaded, corpus.corpus, n_tokens=corpus.n_tokens)
+    scan = scan_chunks(loaded, corpus.corpus, n_tokens=corpus.n_tokens)
     codes = features.sae_codes(scan, encoder) if encoder is not None else None
     if opts.feature is not None:
         readout = features.feature_readout(codes, encoder, opts.feature)

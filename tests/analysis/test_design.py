@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from cogsae.analysis.design import NUISANCE_NAMES, find_pairs, nuisance_features, write_grouped
+from cogsae.analysis.resampling import permutation_blocks
 from cogsae.cli import main
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable
@@ -165,7 +166,8 @@ def test_permutation_blocks_of_a_factorial_set(tmp_path: Path) -> None:
                 f"group: g{g}}}\n"
             )
     stimuli = load_stimuli(write(tmp_path, text))
-    blocks = stimuli.permutation_blocks()
+    blocks = permutation_blocks(stimuli.design(), stimuli.primary_factor, stimuli.groups())
     cells = np.array([f"{it.group}/{it.levels['tense']}" for it in stimuli.items])
     assert _same_partition(blocks, cells)  # outcome is permuted within template x tense
-    assert load_stimuli(write(tmp_path, PAIRED)).permutation_blocks() is None
+    paired = load_stimuli(write(tmp_path, PAIRED))
+    assert permutation_blocks(paired.design(), paired.primary_factor, paired.groups()) is None
