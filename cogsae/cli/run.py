@@ -53,11 +53,11 @@ def run(config: RunConfig, progress: Progress) -> None:
     finished stages.
     """
     from cogsae.pipeline import execute
+    from cogsae.report import write_report
 
     requested = click.get_current_context().params["config__dtype"]
     announce_dtype(requested, config.device, config.dtype)
-    directory = execute(config, progress=not progress.quiet)
-    click.echo(f"report: {directory / 'report.html'}")
+    click.echo(f"report: {write_report(execute(config, progress=not progress.quiet))}")
 
 
 @click.command()
@@ -66,10 +66,10 @@ def report(opts: ReportOptions) -> None:
     """Rebuild the report of a run DIR, or combine several runs into one comparison."""
     from pathlib import Path
 
-    from cogsae.report import combine_reports, render_report
+    from cogsae.report import combine_reports, write_report
 
     if len(opts.dirs) == 1 and opts.output is None:
-        click.echo(f"report: {render_report(Path(opts.dirs[0]))}")
+        click.echo(f"report: {write_report(Path(opts.dirs[0]))}")
         return
     target = Path(opts.output or "results/combined")
     click.echo(f"report: {combine_reports([Path(d) for d in opts.dirs], target)}")

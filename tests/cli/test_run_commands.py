@@ -29,10 +29,15 @@ def test_run_then_rebuild_the_report(
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     page = Path(result.stdout.split("report: ")[1].strip())
+    assert page.is_file() and (page.parent / "report.md").is_file()
+    assert (page.parent / "tables" / "methods_condition.csv").is_file()
     results = json.loads((page.parent / "results.json").read_text())
     assert results["concepts"][0]["methods"]
+    page.unlink()
+    (page.parent / "tables" / "methods_condition.csv").unlink()
     again = CliRunner().invoke(main, ["report", str(page.parent)])
-    assert again.exit_code == 0, again.output and "report: " in again.output
+    assert again.exit_code == 0, again.output
+    assert page.is_file() and (page.parent / "tables" / "methods_condition.csv").is_file()
 
 
 def test_run_refuses_a_layer_its_sae_was_not_trained_on(
