@@ -5,25 +5,13 @@ seed unless a stream says otherwise), the stream's integer ``tag`` and optional 
 (e.g. repeat and fold). Naming each stream here keeps independent draws independent and
 lets a reader see every source of randomness of a run in one place.
 
-The tags reproduce the draws the package made before this registry existed, bit for
-bit. ``np.random.SeedSequence`` pads entropy shorter than four words with zeros, so
-``default_rng(seed)``, ``default_rng([seed])`` and ``default_rng([seed, 0])`` are one and
-the same generator: the streams that used to be seeded by ``seed`` alone carry tag 0.
-
-Known collisions (identical generators for the same root seed; :func:`collisions`
-finds them). These are left as they are because changing a tag changes the run's
-numbers; they are to be removed in a separate, measured commit:
-
-- tag 0: ``FOLDS``, ``CONTRAST_NULL``, ``CATEGORICAL_RSA``, ``DISCRIMINATIVE_RSA`` and
-  ``SNIPPET_SAMPLE`` all start from the run seed (``analyse_concept`` passes
-  ``config.seed`` to both RSAs, to the contrast and to the CV plan; judges sample snippets
-  with it), so the two RSAs draw the same numbers and the fold seeds are the first draws
-  of the RSA streams. ``INTERVENTION_BOOTSTRAP`` and ``EXAMPLE_SAMPLE`` have tag 0 too,
-  but belong to other commands (their own ``--seed``).
-- tag 1: ``PERMUTATIONS`` (CV plan label permutations) and ``BOOTSTRAP`` /
-  ``TRANSFER_BOOTSTRAP`` (judges' bootstrap of relevance scores and of the transfer
-  metrics, also seeded by the run seed). ``BOOTSTRAP`` and ``TRANSFER_BOOTSTRAP`` share
-  one generator as well.
+Every stream has its own tag, so no two streams draw the same numbers under one root seed
+(``tests/test_streams.py`` checks it). The CV streams (``FOLDS``, ``PERMUTATIONS``,
+``RANDOM_UNITS``, ``FINAL_UNITS``) and ``SHUFFLE_LABELS`` keep the tags they had before
+this registry; the others collided with them and got new tags in cogsae 0.2.0: the two
+population RSAs, the contrast null and the snippet sample drew from the bare run seed
+like the folds (so both RSAs drew the same numbers), and the judges' and the transfer
+bootstraps drew from the permutations' tag.
 """
 
 from __future__ import annotations
@@ -44,19 +32,19 @@ class Stream(Enum):
         "baseline), more = (repeat, fold)",
     )
     FINAL_UNITS = (3, "cogsae.analysis.ensemble: selector draw of the final model on all items")
-    CONTRAST_NULL = (0, "cogsae.analysis.contrasts: max-|t| permutation null (p_fwe)")
-    CATEGORICAL_RSA = (0, "cogsae.analysis.rsa.categorical_rsa: permutations and bootstrap")
+    CONTRAST_NULL = (4, "cogsae.analysis.contrasts: max-|t| permutation null (p_fwe)")
+    CATEGORICAL_RSA = (5, "cogsae.analysis.rsa.categorical_rsa: permutations and bootstrap")
     DISCRIMINATIVE_RSA = (
-        0,
+        6,
         "cogsae.analysis.rsa.discriminative_rsa: folds, halves, permutations and the EDI halves",
     )
-    SNIPPET_SAMPLE = (0, "cogsae.judges: the sample of corpus sentences scanned")
-    BOOTSTRAP = (1, "cogsae.judges: bootstrap of judged relevance scores")
-    TRANSFER_BOOTSTRAP = (1, "cogsae.judges.transfer_score: bootstrap of held-out test items")
+    SNIPPET_SAMPLE = (8, "cogsae.corpus.scan.sample_snippets: the corpus sentences scanned")
+    BOOTSTRAP = (9, "cogsae.judges: bootstrap of judged relevance scores")
+    TRANSFER_BOOTSTRAP = (10, "cogsae.analysis.transfer: bootstrap of held-out test items")
     SHUFFLE_LABELS = (7, "cogsae.pipeline: --shuffle-labels, rooted in that option's seed")
-    INTERVENTION_BOOTSTRAP = (0, "cogsae.interventions: bootstrap of a steering sweep's items")
-    EXAMPLE_SAMPLE = (0, "cogsae.inspect: random examples inside each activation quantile bin")
-    SAE_SHUFFLE = (0, "cogsae.sae.data.shuffled_batches: shard order and shuffle buffer")
+    INTERVENTION_BOOTSTRAP = (11, "cogsae.interventions: bootstrap of a steering sweep's items")
+    EXAMPLE_SAMPLE = (12, "cogsae.inspect: random examples inside each activation quantile bin")
+    SAE_SHUFFLE = (13, "cogsae.sae.data.shuffled_batches: shard order and shuffle buffer")
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag
