@@ -72,24 +72,21 @@ def permute_labels(
     stay balanced. With ``strata`` [items] (e.g. cross-validation folds) the permutation
     happens inside each stratum, so every stratum keeps its items.
     """
-    if blocks is not None:
-        if strata is not None:
-            blocks = np.unique(
-                np.column_stack([strata, blocks]).astype(str), axis=0, return_inverse=True
-            )[1].ravel()
-        return _permute_within_blocks(labels, rng, groups, blocks)
     if strata is not None:
-        out = labels.copy()
-        for stratum in np.unique(strata):
-            idx = np.flatnonzero(strata == stratum)
-            out[idx] = permute_labels(labels[idx], rng, None if groups is None else groups[idx])
-        return out
+        blocks = strata if blocks is None else _joint(strata, blocks)
+    if blocks is not None:
+        return _permute_within_blocks(labels, rng, groups, blocks)
     if groups is None:
         return rng.permutation(labels)
     _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     if label_pure(labels, groups):
         return rng.permutation(labels[first])[inverse]
     return _shuffle_within(labels, inverse, rng)
+
+
+def _joint(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[items] ids of the (a, b) combinations."""
+    return np.unique(np.column_stack([a, b]).astype(str), axis=0, return_inverse=True)[1].ravel()
 
 
 def _permute_within_blocks(
