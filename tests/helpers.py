@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import stats
 
 from cogsae.analysis.ensemble import LinearModel
 from cogsae.pipeline import RunConfig
@@ -123,3 +124,39 @@ def linear(units: list[int], coef: list[float], intercept: float = 0.0) -> Linea
     """An unstandardized ensemble: decision = x[units] @ coef + intercept."""
     k = len(units)
     return LinearModel(np.array(units), np.zeros(k), np.ones(k), np.array(coef), intercept)
+
+
+def binomial_band(n_tests: int, rate: float = 0.05, mass: float = 0.999) -> tuple[int, int]:
+    """Central ``mass`` interval of the rejection count of ``n_tests`` tests calibrated at
+    ``rate``: a calibration test passes when its count lies inside."""
+    low, high = stats.binom.interval(mass, n_tests, rate)
+    return int(low), int(high)
+
+
+def ragged_profiles(
+    n_items: int, n_positions: int, n_units: int, *, min_positions: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise profiles with start-aligned windows of varied length and alternating labels.
+
+    Returns values [items, positions, units] float32 (not yet masked, so a test can plant
+    effects first), mask [items, positions] (each item keeps ``min_positions``..all) and
+    labels [items] (1, 0, 1, ...).
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n_items) % 2
+    lengths = rng.integers(min_positions, n_positions + 1, n_items)
+    mask = np.arange(n_positions)[None, :] < lengths[:, None]
+    values = rng.standard_normal((n_items, n_positions, n_units)).astype(np.float32)
+    return values, mask, labels
+
+
+def randomize(sae: SAE, seed: int, scale: float) -> SAE:
+    """Fill every parameter of ``sae`` with N(0, scale^2) draws (JumpReLU thresholds made
+    positive), in eval mode: a random SAE with non-trivial biases and scale."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in sae.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * scale)
+        if sae.cfg.architecture == "jumprelu":
+            sae.threshold.abs_()
+    return sae.eval()

@@ -19,14 +19,9 @@ from cogsae.analysis.contrasts import (
 )
 from cogsae.analysis.resampling import label_pure, permutation_blocks, permute_labels
 from cogsae.analysis.rsa import categorical_rsa, discriminative_rsa
+from tests.helpers import binomial_band
 
 ALPHA = 0.05
-
-
-def _band(n_tests: int) -> tuple[int, int]:
-    """Central 99.9% binomial band of the rejection count of ``n_tests`` calibrated tests."""
-    low, high = stats.binom.interval(0.999, n_tests, ALPHA)
-    return int(low), int(high)
 
 
 def _grouped_null(
@@ -60,7 +55,7 @@ def test_grouped_contrast_is_calibrated_under_the_null(
         assert result.unit_of_analysis == unit
         new += int((result.p <= ALPHA).sum())
         old += int((two_sided_p(*welch_t(x, labels)) <= ALPHA).sum())
-    low, high = _band(n_sets * n_units)
+    low, high = binomial_band(n_sets * n_units)
     assert low <= new <= high, f"{design}: {new / (n_sets * n_units):.3f} rejected"
     # the item-level Welch test ignores the groups: anti-conservative with label-pure
     # groups, conservative with matched ones (the group effect cancels in the difference)
@@ -194,7 +189,7 @@ def _permutation_rejections(blocks_of: str, n_sets: int, n_units: int) -> int:
 
 def test_factorial_permutation_within_other_factor_is_calibrated() -> None:
     n_sets, n_units = 40, 50
-    low, high = _band(n_sets * n_units)
+    low, high = binomial_band(n_sets * n_units)
     new = _permutation_rejections("other factors", n_sets, n_units)
     assert low <= new <= high, f"{new / (n_sets * n_units):.3f} rejected"
     # the old scheme's null is inflated by the B effect, so it (almost) never rejects

@@ -16,14 +16,12 @@ from cogsae.analysis.rsa import (
 )
 from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
+from tests.helpers import ragged_profiles
 
 
 def _profiles(n_items: int = 40, n_positions: int = 6, n_units: int = 80, seed: int = 0):
-    """[items, positions, units] noise, start-aligned masks of varied length, alternating labels."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n_items) % 2
-    mask = np.arange(n_positions)[None, :] < rng.integers(2, n_positions + 1, n_items)[:, None]
-    values = rng.standard_normal((n_items, n_positions, n_units)).astype(np.float32)
+    """[items, positions, units] masked noise profiles (`ragged_profiles`)."""
+    values, mask, labels = ragged_profiles(n_items, n_positions, n_units, seed=seed)
     return values * mask[:, :, None], mask, labels
 
 

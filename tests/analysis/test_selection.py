@@ -19,6 +19,7 @@ from cogsae.analysis.selection import (
 )
 from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
+from tests.helpers import ragged_profiles
 
 PLANTED = np.array([3, 17, 42, 77, 120])
 HIGH_MEAN = np.array([5, 60, 99])
@@ -26,11 +27,7 @@ HIGH_MEAN = np.array([5, 60, 99])
 
 def _data(seed: int = 0):
     """[60 items, 8 positions, 150 units] with masks, planted effects and high-mean units."""
-    rng = np.random.default_rng(seed)
-    n_items, n_positions, n_units = 60, 8, 150
-    labels = np.arange(n_items) % 2
-    mask = np.arange(n_positions)[None, :] < rng.integers(3, n_positions + 1, n_items)[:, None]
-    values = rng.standard_normal((n_items, n_positions, n_units)).astype(np.float32)
+    values, mask, labels = ragged_profiles(60, 8, 150, min_positions=3, seed=seed)
     values[:, :, PLANTED] += 1.5 * labels[:, None, None]
     values[:, :, HIGH_MEAN] += np.array([10.0, 12.0, 14.0])
     return values * mask[:, :, None], mask, labels

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from cogsae.errors import CogsaeError
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import DEFAULT_SAE_DIR, load_sae, save_sae
-from tests.helpers import REPO
+from tests.helpers import REPO, randomize
 
 FIXTURES = REPO / "tests" / "data" / "saelens"
 CASES = ["standard", "topk", "topk_rescale_checkpoint", "topk_rescale_inference", "jumprelu"]
@@ -97,14 +97,7 @@ def scaled_sae(architecture: str, apply_b_dec_to_input: bool) -> SAE:
     k = 4 if architecture == "topk" else None
     cfg = SAEConfig(architecture, 16, 32, k=k, norm_scale=0.2, layer=2)  # type: ignore[arg-type]
     cfg.apply_b_dec_to_input = apply_b_dec_to_input
-    sae = SAE(cfg)
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.5)
-        if architecture == "jumprelu":
-            sae.threshold.abs_()
-    return sae.eval()
+    return randomize(SAE(cfg), seed=5, scale=0.5)
 
 
 @pytest.mark.parametrize("architecture", ["standard", "topk", "jumprelu"])

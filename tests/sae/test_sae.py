@@ -15,6 +15,7 @@ from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import DEFAULT_SAE_DIR, load_sae, save_sae
+from tests.helpers import randomize
 
 D_IN, D_SAE = 16, 40
 
@@ -22,14 +23,7 @@ D_IN, D_SAE = 16, 40
 def random_sae(architecture: str, **fields: object) -> SAE:
     """An SAE with random weights (and non-trivial biases, scale and thresholds)."""
     cfg = SAEConfig(architecture, D_IN, D_SAE, **fields)  # type: ignore[arg-type]
-    sae = SAE(cfg)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in sae.parameters():
-            param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
-        if architecture == "jumprelu":
-            sae.threshold.abs_()
-    return sae.eval()
+    return randomize(SAE(cfg), seed=1, scale=0.3)
 
 
 def inputs(n: int = 64, scale: float = 3.0) -> torch.Tensor:
