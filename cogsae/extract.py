@@ -250,43 +250,18 @@ def extract_activations(
     window: Window | None = None,
     *,
     test: bool = False,
-    batch_size: int = 32,
-    max_batch_tokens: int = 8192,
-    cache: bool = True,
-    progress: bool = True,
+    **settings: Any,
 ) -> Activations:
-    """Layer-L residual activations of the set's items in a window.
+    """Layer-L residual activations of the set's items in a window (L: ``model.layer``).
 
-    Items are sorted by token length and run in batches of at most ``batch_size`` items
-    and ``max_batch_tokens`` padded tokens, so padding is minimal and one long item runs
-    alone instead of padding a whole batch; only blocks 0..L run. The result is cached on
-    disk (data only, checksummed; a broken file is rebuilt) under a key of (model name and
-    weights, layer, dtype, window, stimuli content), so a re-run with other analysis
-    settings is instant.
-
-    Args:
-        stimuli: the validated set.
-        model: the loaded model (its ``layer`` is read).
-        window: defaults to the set's own window; a window without a size is fitted to the
-            set (`Window.fit`).
-        test: extract the held-out ``test:`` items instead of the main items.
+    The one-layer case of `extract_layers` (the same batching, cache and ``settings``:
+    batch_size, max_batch_tokens, cache, progress); only blocks 0..L run.
 
     Returns:
         Activations with values [items, size, d_model] float32, mask [items, size] and the
         token strings of each item's valid slots.
     """
-    layers = extract_layers(
-        stimuli,
-        model,
-        [model.layer],
-        window,
-        test=test,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        cache=cache,
-        progress=progress,
-    )
-    return layers[model.layer]
+    return extract_layers(stimuli, model, [model.layer], window, test=test, **settings)[model.layer]
 
 
 def extract_layers(
@@ -301,16 +276,28 @@ def extract_layers(
     cache: bool = True,
     progress: bool = True,
 ) -> dict[int, Activations]:
-    """`extract_activations` at several layers from one forward pass per batch.
+    """Residual activations of the set's items in a window at each of ``layers``.
 
-    Layers already in the cache are read from it; the rest come from one pass that stops
-    after the deepest of them (`LoadedModel.residuals`) and are written to the same
-    per-layer cache files, so a later one-layer extraction hits them. Each layer's result
-    is bit-identical to `extract_activations` with the model read at that layer.
+    Items are sorted by token length and run in batches of at most ``batch_size`` items
+    and ``max_batch_tokens`` padded tokens, so padding is minimal and one long item runs
+    alone instead of padding a whole batch. Each batch is one forward pass that stops
+    after the deepest layer asked for (`LoadedModel.residuals`), so a layer's values are
+    bit-identical whether it is extracted alone or with others. Each layer is cached on
+    disk on its own (data only, checksummed; a broken file is rebuilt) under a key of
+    (model name and weights, layer, dtype, window, stimuli content): a re-run with other
+    analysis settings, or at one of these layers, reads it, and only missing layers run.
+
+    Args:
+        stimuli: the validated set.
+        model: the loaded model (its own ``layer`` is not read).
+        layers: decoder blocks to read.
+        window: defaults to the set's own window; a window without a size is fitted to the
+            set (`Window.fit`).
+        test: extract the held-out ``test:`` items instead of the main items.
 
     Returns:
-        layer -> Activations (values [items, size, d_model] float32, mask [items, size]),
-        in ascending layer order.
+        layer -> Activations (values [items, size, d_model] float32, mask [items, size],
+        the token strings of each item's valid slots), in ascending layer order.
     """
     window = (window or Window.for_stimuli(stimuli)).fit(model.tokenizer, stimuli)
     items = stimuli.test_items if test else stimuli.items

@@ -9,7 +9,6 @@ same items and their intervals are not independent.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,7 @@ from matplotlib.figure import Figure
 
 from cogsae._io import write_text
 from cogsae.constants import ALPHA
-from cogsae.errors import CogsaeError
-from cogsae.report import load_results
+from cogsae.report import load_results, read_json
 from cogsae.report.figures import SPACE_COLORS, save_png
 from cogsae.report.html import render_html
 from cogsae.report.markdown import markdown_table
@@ -38,13 +36,7 @@ def is_sweep(directory: Path) -> bool:
 
 def load_manifest(directory: Path) -> dict[str, Any]:
     """The sweep manifest of ``directory``, or a CogsaeError naming it."""
-    path = Path(directory) / SWEEP_MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as err:
-        raise CogsaeError("not a cogsae sweep folder (no sweep.json)", path=directory) from err
-    except json.JSONDecodeError as err:
-        raise CogsaeError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from err
+    return read_json(Path(directory), SWEEP_MANIFEST, "sweep folder")
 
 
 def sweep_records(directory: Path) -> pd.DataFrame:
