@@ -9,7 +9,10 @@ default. Slots an item cannot fill are masked, never zero-padded into statistics
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -224,12 +227,15 @@ def length_batches(lengths: list[int], batch_size: int, max_tokens: int) -> list
     return batches
 
 
-def extraction_key(model: LoadedModel, stimuli: StimulusSet, window: Window, test: bool) -> str:
-    """Cache key: model (name and weights), layer, dtype, window, stimuli content, version."""
+def extraction_key(
+    model: LoadedModel, stimuli: StimulusSet, window: Window, test: bool, layer: int | None = None
+) -> str:
+    """Cache key: model (name and weights), layer (default the model's), dtype, window,
+    stimuli content, version."""
     return stable_hash(
         model.name,
         model_fingerprint(model),
-        model.layer,
+        model.layer if layer is None else layer,
         str(model.dtype),
         asdict(window),
         stimuli.content_hash(),
@@ -244,40 +250,104 @@ def extract_activations(
     window: Window | None = None,
     *,
     test: bool = False,
-    batch_size: int = 32,
-    max_batch_tokens: int = 8192,
-    cache: bool = True,
-    progress: bool = True,
+    **settings: Any,
 ) -> Activations:
-    """Layer-L residual activations of the set's items in a window.
+    """Layer-L residual activations of the set's items in a window (L: ``model.layer``).
 
-    Items are sorted by token length and run in batches of at most ``batch_size`` items
-    and ``max_batch_tokens`` padded tokens, so padding is minimal and one long item runs
-    alone instead of padding a whole batch; only blocks 0..L run. The result is cached on
-    disk (data only, checksummed; a broken file is rebuilt) under a key of (model name and
-    weights, layer, dtype, window, stimuli content), so a re-run with other analysis
-    settings is instant.
-
-    Args:
-        stimuli: the validated set.
-        model: the loaded model (its ``layer`` is read).
-        window: defaults to the set's own window; a window without a size is fitted to the
-            set (`Window.fit`).
-        test: extract the held-out ``test:`` items instead of the main items.
+    The one-layer case of `extract_layers` (the same batching, cache and ``settings``:
+    batch_size, max_batch_tokens, cache, progress); only blocks 0..L run.
 
     Returns:
         Activations with values [items, size, d_model] float32, mask [items, size] and the
         token strings of each item's valid slots.
     """
+    return extract_layers(stimuli, model, [model.layer], window, test=test, **settings)[model.layer]
+
+
+def extract_layers(
+    stimuli: StimulusSet,
+    model: LoadedModel,
+    layers: Iterable[int],
+    window: Window | None = None,
+    *,
+    test: bool = False,
+    batch_size: int = 32,
+    max_batch_tokens: int = 8192,
+    cache: bool = True,
+    progress: bool = True,
+) -> dict[int, Activations]:
+    """Residual activations of the set's items in a window at each of ``layers``.
+
+    Items are sorted by token length and run in batches of at most ``batch_size`` items
+    and ``max_batch_tokens`` padded tokens, so padding is minimal and one long item runs
+    alone instead of padding a whole batch. Each batch is one forward pass that stops
+    after the deepest layer asked for (`LoadedModel.residuals`), so a layer's values are
+    bit-identical whether it is extracted alone or with others. Each layer is cached on
+    disk on its own (data only, checksummed; a broken file is rebuilt) under a key of
+    (model name and weights, layer, dtype, window, stimuli content): a re-run with other
+    analysis settings, or at one of these layers, reads it, and only missing layers run.
+
+    Args:
+        stimuli: the validated set.
+        model: the loaded model (its own ``layer`` is not read).
+        layers: decoder blocks to read.
+        window: defaults to the set's own window; a window without a size is fitted to the
+            set (`Window.fit`).
+        test: extract the held-out ``test:`` items instead of the main items.
+
+    Returns:
+        layer -> Activations (values [items, size, d_model] float32, mask [items, size],
+        the token strings of each item's valid slots), in ascending layer order.
+    """
     window = (window or Window.for_stimuli(stimuli)).fit(model.tokenizer, stimuli)
     items = stimuli.test_items if test else stimuli.items
     if not items:
         raise CogsaeError("the set has no test: section", path=stimuli.path, field="test")
-    key = extraction_key(model, stimuli, window, test)
-    path = cache_dir() / "activations" / f"{safe_name(stimuli.name)}-{key}.npz"
-    meta = {
+    wanted = sorted(set(layers))
+    outside = [layer for layer in wanted if not 0 <= layer < model.n_layers]
+    if outside or not wanted:
+        raise CogsaeError(
+            f"layers {outside} out of range: the model has {model.n_layers} blocks",
+            field="layer",
+        )
+    files = {}
+    found: dict[int, Activations] = {}
+    for layer in wanted:
+        key = extraction_key(model, stimuli, window, test, layer)
+        path = cache_dir() / "activations" / f"{safe_name(stimuli.name)}-{key}.npz"
+        files[layer] = (path, key)
+        cached = load_data(path, key) if cache else None
+        if cached is not None:
+            meta = _meta(model, stimuli, window, test, layer, path)
+            found[layer] = Activations(
+                cached["values"], cached["mask"], "raw", cached["tokens"], meta
+            )
+    missing = [layer for layer in wanted if layer not in found]
+    if missing:
+        computed = _forward(
+            stimuli, model, items, window, missing, batch_size, max_batch_tokens, progress
+        )
+        for layer, (values, mask, tokens) in computed.items():
+            path, key = files[layer]
+            if cache:
+                save_data(path, {"values": values, "mask": mask, "tokens": tokens}, key)
+            meta = _meta(model, stimuli, window, test, layer, path)
+            found[layer] = Activations(values, mask, "raw", tokens, meta)
+    return {layer: found[layer] for layer in wanted}
+
+
+def _meta(
+    model: LoadedModel,
+    stimuli: StimulusSet,
+    window: Window,
+    test: bool,
+    layer: int,
+    path: Path,
+) -> dict[str, Any]:
+    """Provenance of one layer's extraction (recorded in `Activations.meta`)."""
+    return {
         "model": model.name,
-        "layer": model.layer,
+        "layer": layer,
         "dtype": str(model.dtype).removeprefix("torch."),
         "window": asdict(window),
         "stimuli": stimuli.name,
@@ -285,27 +355,40 @@ def extract_activations(
         "split": "test" if test else "items",
         "cache": str(path),
     }
-    cached = load_data(path, key) if cache else None
-    if cached is not None:
-        return Activations(cached["values"], cached["mask"], "raw", cached["tokens"], meta)
 
+
+def _forward(
+    stimuli: StimulusSet,
+    model: LoadedModel,
+    items: list[Item],
+    window: Window,
+    layers: list[int],
+    batch_size: int,
+    max_batch_tokens: int,
+    progress: bool,
+) -> dict[int, tuple[np.ndarray, np.ndarray, list[list[str]]]]:
+    """layer -> (values [items, size, d_model] float32, mask [items, size], tokens) of
+    ``items``, from length-sorted batches, each one forward pass through blocks
+    0..max(layers)."""
     ids, slots = tokenize_items(model.tokenizer, items, window)
-    values = np.zeros((len(items), window.size, model.d_model), dtype=np.float32)
+    values = {
+        layer: np.zeros((len(items), window.size, model.d_model), dtype=np.float32)
+        for layer in layers
+    }
     pad = model.tokenizer.pad_token_id
+    names = ",".join(map(str, layers))
     bar = tqdm(
-        total=len(items),
-        desc=f"extract {stimuli.name} L{model.layer}",
-        disable=not progress,
-        unit="item",
+        total=len(items), desc=f"extract {stimuli.name} L{names}", disable=not progress, unit="item"
     )
     for batch in length_batches([len(x) for x in ids], batch_size, max_batch_tokens):
         chunks = [torch.tensor(ids[i]) for i in batch]
         input_ids, attention = next(batch_chunks(chunks, len(chunks), pad))
-        hidden = model.residual(input_ids.to(model.device), attention.to(model.device))
-        hidden = hidden.float().cpu().numpy()
-        for row, i in enumerate(batch):
-            valid = slots[i] >= 0
-            values[i, valid] = hidden[row, slots[i][valid]]
+        streams = model.residuals(input_ids.to(model.device), attention.to(model.device), layers)
+        for layer, stream in streams.items():
+            hidden = stream.float().cpu().numpy()
+            for row, i in enumerate(batch):
+                valid = slots[i] >= 0
+                values[layer][i, valid] = hidden[row, slots[i][valid]]
         bar.update(len(batch))
     bar.close()
     mask = slots >= 0
@@ -313,6 +396,4 @@ def extract_activations(
         model.tokenizer.convert_ids_to_tokens([ids[i][j] for j in slots[i] if j >= 0])
         for i in range(len(items))
     ]
-    if cache:
-        save_data(path, {"values": values, "mask": mask, "tokens": tokens}, key)
-    return Activations(values, mask, "raw", tokens, meta)
+    return {layer: (values[layer], mask, tokens) for layer in layers}

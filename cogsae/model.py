@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,22 +92,36 @@ class LoadedModel:
             k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")
         }
 
-    @torch.inference_mode()
     def residual(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Residual stream at layer L, [batch, seq, d_model], running only blocks 0..L."""
-        captured: list[torch.Tensor] = []
+        return self.residuals(input_ids, attention_mask, [self.layer])[self.layer]
 
-        def capture_and_stop(hidden: torch.Tensor) -> torch.Tensor:
-            captured.append(hidden)
-            raise _StopForward
+    @torch.inference_mode()
+    def residuals(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, layers: Iterable[int]
+    ) -> dict[int, torch.Tensor]:
+        """Residual streams at several ``layers`` from one forward pass that runs only blocks
+        0..max(layers): layer -> [batch, seq, d_model]. Each equals the one-layer read."""
+        wanted = sorted(set(layers))
+        captured: dict[int, torch.Tensor] = {}
 
-        with residual_hook(self, capture_and_stop), suppress(_StopForward):
+        def capture(layer: int) -> Callable[[torch.Tensor], None]:
+            def read(hidden: torch.Tensor) -> None:
+                captured[layer] = hidden
+                if layer == wanted[-1]:
+                    raise _StopForward
+
+            return read
+
+        with ExitStack() as hooks, suppress(_StopForward):
+            for layer in wanted:
+                hooks.enter_context(residual_hook(self, capture(layer), layer=layer))
             self.model.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
-        return captured[0]
+        return {layer: captured[layer] for layer in wanted}
 
 
 class _StopForward(Exception):
-    """Raised from the layer-L hook to skip the blocks after L."""
+    """Raised from the hook of the deepest layer read to skip the blocks after it."""
 
 
 def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:
@@ -123,9 +137,12 @@ def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:
 
 @contextmanager
 def residual_hook(
-    loaded: LoadedModel, edit: Callable[[torch.Tensor], torch.Tensor | None]
+    loaded: LoadedModel,
+    edit: Callable[[torch.Tensor], torch.Tensor | None],
+    layer: int | None = None,
 ) -> Iterator[None]:
-    """Call ``edit(hidden [batch, seq, d_model])`` on the output of decoder block L.
+    """Call ``edit(hidden [batch, seq, d_model])`` on the output of decoder block ``layer``
+    (default: the model's layer L).
 
     If ``edit`` returns a tensor it replaces the block output (an intervention); if it
     returns None the output passes unchanged (a read). The hook is removed on exit,
@@ -139,7 +156,8 @@ def residual_hook(
             return None
         return (new, *output[1:]) if isinstance(output, tuple) else new
 
-    handle = decoder_blocks(loaded.model)[loaded.layer].register_forward_hook(hook)
+    block = loaded.layer if layer is None else layer
+    handle = decoder_blocks(loaded.model)[block].register_forward_hook(hook)
     try:
         yield
     finally:

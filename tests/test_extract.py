@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cogsae.extract import Window, extract_activations, window_positions
+from cogsae.extract import Window, extract_activations, extract_layers, window_positions
 from cogsae.model import LoadedModel, decoder_blocks
 from cogsae.stimuli import load_stimuli
 from tests.helpers import TINY_LAYER, write
@@ -113,10 +114,39 @@ def test_cache_is_reused_and_keyed(
     def fail(*_args, **_kwargs):
         raise AssertionError("model ran although the activations were cached")
 
-    monkeypatch.setattr(LoadedModel, "residual", fail)
+    monkeypatch.setattr(LoadedModel, "residuals", fail)
     again = extract_activations(stim, tiny_model, progress=False)
     np.testing.assert_array_equal(first.values, again.values)
     np.testing.assert_array_equal(first.mask, again.mask)
     assert again.tokens == first.tokens
     with pytest.raises(AssertionError, match="model ran"):
         extract_activations(stim, tiny_model, Window("end", 6), progress=False)
+
+
+def test_layers_in_one_pass_equal_single_layer_extraction(
+    tiny_model: LoadedModel, tmp_path: Path, isolated_cache: Path, monkeypatch
+) -> None:
+    stim = load_stimuli(_set(tmp_path))
+    calls: list[int] = []
+    blocks = decoder_blocks(tiny_model.model)
+    handles = [
+        b.register_forward_hook(lambda *_, i=i: calls.append(i)) for i, b in enumerate(blocks)
+    ]
+    try:
+        several = extract_layers(stim, tiny_model, [2, 0], progress=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert list(several) == [0, 2] and max(calls) == 2  # one pass, stopped after block 2
+    assert calls.count(0) == calls.count(2)
+    monkeypatch.setattr(LoadedModel, "residuals", lambda *_: pytest.fail("cache missed"))
+    for layer, acts in several.items():
+        single = extract_activations(stim, replace(tiny_model, layer=layer), progress=False)
+        np.testing.assert_array_equal(single.values, acts.values)  # bit-identical, from cache
+        np.testing.assert_array_equal(single.mask, acts.mask)
+        assert single.tokens == acts.tokens and single.meta == acts.meta
+    monkeypatch.undo()
+    for layer in several:  # recomputed alone (a pass stopping at that layer): the same bits
+        fresh = replace(tiny_model, layer=layer)
+        alone = extract_activations(stim, fresh, cache=False, progress=False)
+        np.testing.assert_array_equal(alone.values, several[layer].values)

@@ -1,7 +1,7 @@
 """The `cogsae` command line: thin wrappers that string the pipeline stages together.
 
 One module per command group: `data` (validate, extract), `units` (inspect, attribute),
-`clamp`, `run` (run, report), `sae` (train-sae, sae-metrics). Options are generated from
+`clamp`, `run` (run, sweep, report), `sae` (train-sae, sae-metrics). Options are generated from
 config dataclasses (`cogsae.cli.options`). Every command turns a `CogsaeError` (bad user
 input) into one line on stderr and exit status 2; anything else is a bug and keeps its
 traceback.
@@ -13,7 +13,7 @@ import click
 
 from cogsae.cli.clamp import clamp
 from cogsae.cli.data import extract, validate
-from cogsae.cli.run import report, run
+from cogsae.cli.run import report, run, sweep
 from cogsae.cli.sae import sae_metrics_command, train_sae_command
 from cogsae.cli.units import attribute, inspect
 
@@ -40,6 +40,7 @@ for command in (
     clamp,
     attribute,
     run,
+    sweep,
     report,
     train_sae_command,
     sae_metrics_command,

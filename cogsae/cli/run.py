@@ -1,14 +1,24 @@
-"""`cogsae run` and `cogsae report`: the concept hunt and its report."""
+"""`cogsae run`, `cogsae sweep` and `cogsae report`: the concept hunt, grids of it, reports."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import click
 
-from cogsae.cli.options import announce_dtype, options
+from cogsae.cli.options import announce_dtype, group, options
+from cogsae.engine import ENGINES
 from cogsae.flags import option
 from cogsae.pipeline.config import RunConfig
+
+SWEEP_SHARED = tuple(
+    f.name
+    for f in dataclasses.fields(RunConfig)
+    if "help" in f.metadata and f.name not in ("stimuli", "layer", "seed", "sae", "run_id")
+)
+"""RunConfig options a sweep passes to every cell (the rest vary per cell or are derived)."""
 
 
 @dataclass
@@ -27,11 +37,13 @@ class ReportOptions:
     """Options of `cogsae report`.
 
     Attributes:
-        dirs: run folders.
+        dirs: run folders, or one sweep folder (``<output>/sweeps/<sweep id>``).
         output: folder of the combined report (several dirs); None = results/combined.
     """
 
-    dirs: tuple[str, ...] = option(help="Run folders.", argument=True, metavar="DIRS...")
+    dirs: tuple[str, ...] = option(
+        help="Run folders, or one sweep folder.", argument=True, metavar="DIRS..."
+    )
     output: str | None = option(
         None,
         "Folder of the combined report (several DIRS); default results/combined.",
@@ -63,13 +75,66 @@ def run(config: RunConfig, progress: Progress) -> None:
 @click.command()
 @options(opts=ReportOptions)
 def report(opts: ReportOptions) -> None:
-    """Rebuild the report of a run DIR, or combine several runs into one comparison."""
-    from pathlib import Path
-
+    """Rebuild the report of a run DIR, combine several runs into one comparison, or
+    combine a sweep folder's runs into AUROC against layer."""
     from cogsae.report import combine_reports, write_report
+    from cogsae.report.sweep import is_sweep, write_sweep_report
 
+    if len(opts.dirs) == 1 and is_sweep(Path(opts.dirs[0])):
+        click.echo(f"report: {write_sweep_report(Path(opts.dirs[0]))}")
+        return
     if len(opts.dirs) == 1 and opts.output is None:
         click.echo(f"report: {write_report(Path(opts.dirs[0]))}")
         return
     target = Path(opts.output or "results/combined")
     click.echo(f"report: {combine_reports([Path(d) for d in opts.dirs], target)}")
+
+
+@dataclass
+class SweepOptions:
+    """Options of `cogsae sweep`: the grid's axes, its SAEs and where it runs.
+
+    Attributes:
+        sets: stimulus YAML files.
+        layers: decoder blocks read, one run each.
+        seeds: root seeds, one run each.
+        sae: SAEs as ``LAYER=PATH`` (repeatable) or a release folder with one SAE per
+            layer (`cogsae.pipeline.sweep.sae_by_layer`); layers without one run raw only.
+        engine: "local" (cells in order) or "ray" (cells as parallel Ray tasks).
+    """
+
+    sets: tuple[str, ...] = option(help="Stimulus YAML files.", argument=True, metavar="SETS...")
+    layers: tuple[int, ...] = option((), "Layers to read, e.g. 6,12,15,20.", separator=",")
+    seeds: tuple[int, ...] = option((0,), "Root seeds, e.g. 0,1,2.", separator=",")
+    sae: tuple[str, ...] = option(
+        (),
+        "SAE of a layer as LAYER=PATH (repeatable), or a release folder / SAE folder / "
+        "'default' serving the layers it holds; layers without an SAE run raw only.",
+        metavar="[LAYER=]PATH",
+    )
+    engine: str = option("local", "Run the cells here in order, or as Ray tasks.", choices=ENGINES)
+
+
+@click.command()
+@options(sweep=SweepOptions, config=group(RunConfig, *SWEEP_SHARED, stimuli=""), progress=Progress)
+def sweep(sweep: SweepOptions, config: RunConfig, progress: Progress) -> None:
+    """Run the grid SETS x --layers x --seeds, each cell an ordinary `cogsae run`.
+
+    Every set is first extracted at all layers in one forward pass, so the cells read the
+    activation cache. Cells land in the usual run folders (re-running reuses finished
+    ones); <output>/sweeps/<sweep id>/sweep.json lists them and report.html there shows
+    held-out AUROC against layer per method and space.
+    """
+    from cogsae.pipeline.sweep import grid, sae_by_layer
+    from cogsae.pipeline.sweep import sweep as run_sweep
+    from cogsae.report import write_report
+    from cogsae.report.sweep import write_sweep_report
+
+    requested = click.get_current_context().params["config__dtype"]
+    announce_dtype(requested, config.device, config.dtype)
+    saes = sae_by_layer(sweep.sae, sweep.layers)
+    configs = grid(config, sweep.sets, sweep.layers, sweep.seeds, saes)
+    folder = run_sweep(
+        configs, engine=sweep.engine, progress=not progress.quiet, finish=write_report
+    )
+    click.echo(f"report: {write_sweep_report(folder)}")

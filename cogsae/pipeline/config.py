@@ -149,7 +149,8 @@ class RunConfig:
 
     def key(self, stimuli: StimulusSet) -> str:
         """Hash of what produces the numbers: every option that changes results (not the
-        output location), the stimulus file's content, the model's and the SAE's files."""
+        output location), the stimulus file's content, the model's and the SAE's files (of the
+        chosen layer's SAE, for a release folder holding one per layer)."""
         fields = asdict(self)
         for name in ("output", "run_id", "device", "figures", "stimuli"):
             fields.pop(name)
@@ -157,7 +158,8 @@ class RunConfig:
             raise CogsaeError("a run needs a stimulus file", field="stimuli")
         content = hashlib.sha256(Path(stimuli.path).read_bytes()).hexdigest()
         model = source_fingerprint(self.model_name(stimuli))
-        sae = "none" if self.sae == "none" else sae_files_fingerprint(self.sae)
+        layer = self.layer if self.layer is not None else stimuli.model.get("layer")
+        sae = "none" if self.sae == "none" else sae_files_fingerprint(self.sae, layer)
         return stable_hash(fields, content, model, sae, __version__, length=10)
 
     def model_name(self, stimuli: StimulusSet) -> str:

@@ -36,11 +36,17 @@ __all__ = [
 
 def load_results(directory: Path) -> dict[str, Any]:
     """results.json of a run directory, or a CogsaeError naming it."""
-    path = Path(directory) / "results.json"
+    return read_json(Path(directory), "results.json", "run directory")
+
+
+def read_json(directory: Path, name: str, what: str) -> dict[str, Any]:
+    """File ``name`` of ``directory`` as JSON; a CogsaeError says the folder is not a
+    cogsae ``what`` when it lacks the file, or where the JSON breaks."""
+    path = directory / name
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise CogsaeError("not a cogsae run directory (no results.json)", path=directory) from err
+        raise CogsaeError(f"not a cogsae {what} (no {name})", path=directory) from err
     except json.JSONDecodeError as err:
         raise CogsaeError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from err
 

@@ -24,7 +24,7 @@ def run_python(code: str) -> subprocess.CompletedProcess[str]:
 
 def test_report_imports_no_pipeline_analysis_or_torch() -> None:
     result = run_python(
-        "import sys, cogsae.report\n"
+        "import sys, cogsae.report, cogsae.report.sweep\n"
         "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('cogsae.pipeline', "
         "'cogsae.analysis', 'torch.'))]\n"
         "assert not bad, bad\n"
