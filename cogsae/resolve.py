@@ -25,10 +25,15 @@ from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import load_sae, read_sae_config
 
 
-def sae_config(sae: str | None) -> SAEConfig | None:
-    """The config of SAE ``sae`` ("default" or a folder), read without its weights; None
-    for no SAE (None or "none")."""
-    return None if sae in (None, "none") else read_sae_config(sae)
+def requested_layer(layer: int | None, suggested: Mapping[str, Any]) -> int | None:
+    """The layer asked for before any SAE is consulted: ``layer``, else the set's."""
+    return layer if layer is not None else suggested.get("layer")
+
+
+def sae_config(sae: str | None, layer: int | None = None) -> SAEConfig | None:
+    """The config of SAE ``sae`` ("default", a folder, or a release folder whose subfolder
+    for ``layer`` is meant), read without its weights; None for no SAE (None or "none")."""
+    return None if sae in (None, "none") else read_sae_config(sae, layer)
 
 
 def model_name(
@@ -45,7 +50,7 @@ def layer(
     """The layer to read: ``layer``, else ``suggested["layer"]``, else the SAE's; None
     means the model's middle block. A chosen layer the SAE was not trained on is a
     `CogsaeError` naming both."""
-    chosen = layer if layer is not None else suggested.get("layer")
+    chosen = requested_layer(layer, suggested)
     trained = sae.layer if sae is not None else None
     if chosen is not None and trained is not None and chosen != trained:
         source = "--layer" if layer is not None else "the stimulus set's model.layer"
@@ -64,7 +69,7 @@ def load(
     stimulus set's ``model:`` mapping ``suggested``, in the module's priority order; the
     SAE comes checked against the model and on its device."""
     suggested = suggested or {}
-    cfg = sae_config(sae)
+    cfg = sae_config(sae, requested_layer(options.layer, suggested))
     loaded = load_model(
         model_name(options.model, suggested, cfg),
         layer=layer(options.layer, suggested, cfg),

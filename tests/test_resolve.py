@@ -9,6 +9,7 @@ from cogsae import resolve
 from cogsae.errors import CogsaeError
 from cogsae.model import DEFAULT_MODEL
 from cogsae.sae.base import SAEConfig
+from tests.helpers import REPO
 
 SAE = SAEConfig("standard", d_in=64, d_sae=128, model_name="sae-model", layer=3)
 NO_LAYER = SAEConfig("standard", d_in=64, d_sae=128)
@@ -44,3 +45,15 @@ def test_default_sae_config_is_read_without_weights() -> None:
     cfg = resolve.sae_config("default")
     assert (cfg.model_name, cfg.layer, cfg.d_sae) == (DEFAULT_MODEL, 15, 8192)
     assert resolve.sae_config("none") is None
+
+
+def test_a_release_folder_gives_the_sae_of_the_requested_layer() -> None:
+    release = REPO / "tests" / "data" / "sparsify" / "release"
+    for requested in (1, 2):
+        assert resolve.sae_config(str(release), requested).layer == requested
+        layer = resolve.requested_layer(None, {"layer": requested})
+        cfg = resolve.sae_config(str(release), layer)
+        assert resolve.layer(None, {"layer": requested}, cfg) == requested
+    with pytest.raises(CogsaeError, match="no SAE for layer 7") as err:
+        resolve.sae_config(str(release), 7)
+    assert err.value.field == "layer"

@@ -158,10 +158,11 @@ class RunConfig:
             raise CogsaeError("a run needs a stimulus file", field="stimuli")
         content = hashlib.sha256(Path(stimuli.path).read_bytes()).hexdigest()
         model = source_fingerprint(self.model_name(stimuli))
-        layer = self.layer if self.layer is not None else stimuli.model.get("layer")
+        layer = resolve.requested_layer(self.layer, stimuli.model)
         sae = "none" if self.sae == "none" else sae_files_fingerprint(self.sae, layer)
         return stable_hash(fields, content, model, sae, __version__, length=10)
 
     def model_name(self, stimuli: StimulusSet) -> str:
         """The model a run on ``stimuli`` loads (`cogsae.resolve` order)."""
-        return resolve.model_name(self.model, stimuli.model, resolve.sae_config(self.sae))
+        sae = resolve.sae_config(self.sae, resolve.requested_layer(self.layer, stimuli.model))
+        return resolve.model_name(self.model, stimuli.model, sae)

@@ -191,7 +191,7 @@ def n_units(config: RunConfig, stimuli: StimulusSet) -> dict[str, int]:
             f"cannot read the model config: {err}", field=flag(RunConfig, "model")
         ) from err
     units = {"raw": width}
-    sae = resolve.sae_config(config.sae)
+    sae = resolve.sae_config(config.sae, resolve.requested_layer(config.layer, stimuli.model))
     resolve.layer(config.layer, stimuli.model, sae)  # an SAE of another layer fails here
     if sae is not None:
         units["sae"] = sae.d_sae
