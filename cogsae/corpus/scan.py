@@ -230,7 +230,7 @@ def scan_snippets(
         loaded,
         paths,
         "snippets",
-        (n_snippets, min_tokens, max_tokens, seed),
+        (n_snippets, min_tokens, max_tokens, seed, streams.Stream.SNIPPET_SAMPLE.tag),
         segments,
         batch_size=batch_size,
         dtype=torch.float16,
