@@ -189,11 +189,16 @@ class WorkerModels:
     """Builds a worker's models once (the ``setup`` of `build_shards`): the objects
     themselves (local engine), or Ray object refs fetched on the worker, each moved to
     CUDA when the worker has a GPU; ``loader`` (if given) replaces the first object by
-    its result on the worker (a large model loaded from disk rather than shipped)."""
+    its result on the worker (a large model loaded from disk rather than shipped).
+
+    A CPU worker runs torch with ``threads`` threads, the count of the process that
+    started the work: CPU kernels split their reductions by thread count, so only then
+    are its floats bit-identical to the local engine's."""
 
     objects: tuple[Any, ...]
     remote: bool = False
     loader: Callable[[], Any] | None = None
+    threads: int = 1
 
     def __call__(self) -> tuple[Any, ...]:
         if not self.remote:
@@ -206,6 +211,8 @@ class WorkerModels:
             for obj in objects:
                 module = getattr(obj, "model", obj)  # a LoadedModel or an nn.Module
                 module.to("cuda")
+        else:
+            torch.set_num_threads(self.threads)
         return tuple(objects)
 
 
@@ -220,4 +227,4 @@ def worker_models(
     shipped = tuple(
         ray.put(None if loader is not None and i == 0 else obj) for i, obj in enumerate(objects)
     )
-    return WorkerModels(shipped, remote=True, loader=loader)
+    return WorkerModels(shipped, remote=True, loader=loader, threads=torch.get_num_threads())
