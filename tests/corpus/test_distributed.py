@@ -16,9 +16,10 @@ import torch
 from cogsae.corpus import corpus_chunks, residual_batches
 from cogsae.corpus.feature_scan import FeatureScan, chunk_tokens, feature_scan, merge_scans
 from cogsae.corpus.shards import read_manifest
+from cogsae.inspect import inspect_feature_scan, write_inspection
 from cogsae.model import LoadedModel, load_model
 from cogsae.sae.base import SAE, encode_batched
-from cogsae.sae.data import cache_activations
+from cogsae.sae.data import ActivationCache, cache_activations
 from tests.helpers import CONSTANT, REPO, TINY_LAYER, random_sae
 
 ray = pytest.importorskip("ray")
@@ -54,10 +55,20 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def other_cache(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
-    """Point cogsae's cache at ``folder`` (a second, independent build)."""
-    folder.mkdir()
-    monkeypatch.setenv("COGSAE_CACHE", str(folder))
+@pytest.fixture()
+def local_shards(
+    tiny_model: LoadedModel,
+    isolated_cache: Path,
+    corpus: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> ActivationCache:
+    """The local engine's activation cache; cogsae's cache then points at a fresh folder,
+    for an independent second build."""
+    local = cache_activations(tiny_model, [corpus], N_TOKENS, **CACHE_KWARGS)
+    (tmp_path / "ray").mkdir()
+    monkeypatch.setenv("COGSAE_CACHE", str(tmp_path / "ray"))
+    return local
 
 
 def assert_same_shards(local: Path, remote: Path) -> None:
@@ -71,17 +82,12 @@ def assert_same_shards(local: Path, remote: Path) -> None:
 
 
 def test_ray_shards_equal_local_shards_and_resume_skips_finished(
-    tiny_model: LoadedModel,
-    isolated_cache: Path,
-    corpus: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    tiny_model: LoadedModel, local_shards: ActivationCache, corpus: Path
 ) -> None:
-    local = cache_activations(tiny_model, [corpus], N_TOKENS, **CACHE_KWARGS)
+    local = local_shards
     manifest = json.loads((local.folder / "manifest.json").read_text())
     ranges = [(s["first_chunk"], s["n_chunks"]) for s in manifest["shards"]]
     assert ranges == [(8 * i, 8) for i in range(5)] and local.n_tokens == N_TOKENS
-    other_cache(monkeypatch, tmp_path / "ray")
     remote = cache_activations(tiny_model, [corpus], N_TOKENS, engine="ray", **CACHE_KWARGS)
     assert remote.n_tokens == local.n_tokens
     assert_same_shards(local.folder, remote.folder)
@@ -113,13 +119,10 @@ def dying_loader(folder: str, marker: str) -> LoadedModel:
 def test_killed_worker_loses_and_duplicates_nothing(
     tiny_model: LoadedModel,
     tiny_assets: dict,
-    isolated_cache: Path,
+    local_shards: ActivationCache,
     corpus: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    local = cache_activations(tiny_model, [corpus], N_TOKENS, **CACHE_KWARGS)
-    other_cache(monkeypatch, tmp_path / "ray")
     marker = tmp_path / "died"
     loader = functools.partial(dying_loader, tiny_assets["model"], str(marker))
     remote = cache_activations(
@@ -129,7 +132,7 @@ def test_killed_worker_loses_and_duplicates_nothing(
     records = read_manifest(remote.folder)
     ids = [c for r in records.values() for c in range(r.first_chunk, r.first_chunk + r.n_chunks)]
     assert sorted(ids) == list(range(40)) and len(ids) == 40
-    assert_same_shards(local.folder, remote.folder)
+    assert_same_shards(local_shards.folder, remote.folder)
 
 
 def dense_reference(
@@ -213,3 +216,26 @@ def test_feature_scan_is_saved_as_data_and_merge_is_order_free(
     ab, ba = merge_scans(a, b), merge_scans(b, a)
     for name in ("active", "top_value", "top_chunk", "sample_token"):
         np.testing.assert_array_equal(getattr(ab, name), getattr(ba, name))
+
+
+def test_feature_page_from_a_feature_scan(
+    tiny_model: LoadedModel, isolated_cache: Path, corpus: Path, tmp_path: Path
+) -> None:
+    sae = random_sae(64, 128, seed=5)
+    scan = feature_scan(
+        tiny_model, sae, [corpus], n_tokens=400, context_length=16, chunks_per_shard=5,
+        top_k=4, n_sample=50, progress=False,
+    )  # fmt: skip
+    feature = int(np.argmax(scan.active[2:])) + 2  # a feature that fires somewhere
+    ins, sample = inspect_feature_scan(tiny_model, sae, scan, feature, [corpus], n_top=3)
+    values, chunks, positions = scan.top(feature)
+    assert ins.n_tokens == scan.n_tokens and ins.density == scan.density[feature]
+    assert len(ins.top) == 3 and np.array_equal(sample, scan.sample(feature)[0])
+    reference = list(corpus_chunks([corpus], tiny_model.tokenizer, 16, pack=False))
+    for example, value, chunk, position in zip(ins.top, values, chunks, positions, strict=False):
+        focus = tiny_model.tokenizer.decode([int(reference[chunk][position])])
+        assert example.tokens[example.focus] == focus
+        assert example.value == pytest.approx(value, rel=1e-4)
+    assert [label[:6] for label, _ in ins.by_quantile] == ["q75-10", "q50-75", "q25-50", "q0-25 "]
+    page = write_inspection(ins, sample, tmp_path / "page")
+    assert "Top-activating examples" in page.read_text()
