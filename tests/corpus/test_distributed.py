@@ -20,6 +20,7 @@ from cogsae.inspect import inspect_feature_scan, write_inspection
 from cogsae.model import LoadedModel, load_model
 from cogsae.sae.base import SAE, encode_batched
 from cogsae.sae.data import ActivationCache, cache_activations
+from cogsae.sae.metrics import sae_metrics
 from tests.helpers import CONSTANT, REPO, TINY_LAYER, random_sae
 
 ray = pytest.importorskip("ray")
@@ -239,3 +240,16 @@ def test_feature_page_from_a_feature_scan(
     assert [label[:6] for label, _ in ins.by_quantile] == ["q75-10", "q50-75", "q25-50", "q0-25 "]
     page = write_inspection(ins, sample, tmp_path / "page")
     assert "Top-activating examples" in page.read_text()
+
+
+def test_ray_sae_metrics_equal_local_up_to_summation_order(
+    tiny_model: LoadedModel, corpus: Path
+) -> None:
+    sae = random_sae(64, 128, seed=6)
+    kwargs = {"context_length": 16, "batch_size": 4, "progress": False}
+    local = sae_metrics(sae, tiny_model, [corpus], 150, **kwargs).to_dict()
+    remote = sae_metrics(
+        sae, tiny_model, [corpus], 150, engine="ray", chunks_per_shard=4, **kwargs
+    ).to_dict()
+    assert local["n_tokens"] == remote["n_tokens"] > 0
+    assert remote == pytest.approx(local, rel=1e-9)
