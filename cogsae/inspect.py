@@ -8,6 +8,9 @@ token (position 0 of each chunk excluded, as everywhere in cogsae) and reports:
 - density (fraction of tokens with activation > 0) and a histogram of the nonzero values;
 - top-activating examples (at most one per chunk) and examples from quantile bins of the
   active values, each a token window with per-token activations;
+- for an SAE feature, the same page from a corpus-wide `FeatureScan` (millions of
+  tokens, local or Ray; `inspect_feature_scan`): density over every scanned token, the
+  scan's top examples, quantiles and bins from its quantile sample;
 - the logit lens of the unit's direction: ``(g * direction) @ W_U^T``, with ``g`` the
   final RMSNorm weight. The final norm multiplies each dimension by ``g`` before the
   unembedding; its other factor, 1/rms(x), is one positive scalar per position and does
@@ -21,6 +24,7 @@ import base64
 import html
 import io
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,7 +43,8 @@ from cogsae._io import (
     write_json,
     write_text,
 )
-from cogsae.corpus import CorpusScan
+from cogsae.corpus import CorpusScan, residual_batches
+from cogsae.corpus.feature_scan import FeatureScan, chunk_tokens
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE, encode_batched
@@ -313,6 +318,37 @@ def inspect_readout(
         seed: picks the random examples inside each quantile bin.
     """
     values = readout.values
+    example = _example_maker(loaded, scan, values, before, after)
+    chunk_of = np.searchsorted(scan.starts.numpy(), scan.token_index(), side="right") - 1
+    top_rows: list[int] = []
+    seen: set[int] = set()
+    for row in np.argsort(-values, kind="stable"):
+        if len(top_rows) == n_top or values[row] <= 0:
+            break
+        if chunk_of[row] not in seen:
+            seen.add(chunk_of[row])
+            top_rows.append(int(row))
+
+    active = np.flatnonzero(values > 0)
+    bins = _quantile_bins(values[active], n_per_bin, seed)
+    return Inspection(
+        label=readout.label,
+        context=dict(context or {}),
+        n_tokens=len(values),
+        density=float(len(active) / len(values)),
+        max=float(values.max()),
+        quantiles=_quantiles(values[active]),
+        top=[example(r) for r in top_rows],
+        by_quantile=[(label, [example(int(r)) for r in active[picks]]) for label, picks in bins],
+        lens=logit_lens(loaded, readout.direction),
+    )
+
+
+def _example_maker(
+    loaded: LoadedModel, scan: CorpusScan, values: np.ndarray, before: int, after: int
+) -> Callable[[int], Example]:
+    """Row of ``scan.residual`` -> its `Example`: the window of ``before`` / ``after``
+    tokens around it within its chunk, with ``values`` [N] (one per row) per token."""
     index = scan.token_index()
     chunk_of = np.searchsorted(scan.starts.numpy(), index, side="right") - 1  # [N]
     per_token = np.full(len(scan.ids), np.nan)
@@ -326,51 +362,106 @@ def inspect_readout(
         window = [None if np.isnan(v) else float(v) for v in per_token[lo:hi]]
         return Example(tokens, window, int(t - lo), float(values[row]))
 
-    top_rows: list[int] = []
-    seen: set[int] = set()
-    for row in np.argsort(-values, kind="stable"):
-        if len(top_rows) == n_top or values[row] <= 0:
-            break
-        if chunk_of[row] not in seen:
-            seen.add(chunk_of[row])
-            top_rows.append(int(row))
+    return example
 
-    active = np.flatnonzero(values > 0)
+
+def _quantile_bins(active: np.ndarray, n_per_bin: int, seed: int) -> list[tuple[str, np.ndarray]]:
+    """(label, picks) per quartile bin of the active values [n], highest bin first:
+    ``n_per_bin`` seeded random indices into ``active`` from the bin, strongest first."""
     rng = streams.rng(seed, streams.Stream.EXAMPLE_SAMPLE)
-    by_quantile: list[tuple[str, list[Example]]] = []
-    quantiles = {}
+    bins = []
     if len(active):
-        edges = np.quantile(values[active], [0, 0.25, 0.5, 0.75, 1])
+        edges = np.quantile(active, [0, 0.25, 0.5, 0.75, 1])
         for q, (lo, hi) in enumerate(itertools.pairwise(edges)):
-            in_bin = active[(values[active] >= lo) & (values[active] <= hi)]
+            in_bin = np.flatnonzero((active >= lo) & (active <= hi))
             picks = rng.choice(in_bin, min(n_per_bin, len(in_bin)), replace=False)
-            picks = picks[np.argsort(-values[picks])]
-            label = f"q{25 * q}-{25 * (q + 1)} ({lo:.3g} .. {hi:.3g})"
-            by_quantile.append((label, [example(int(r)) for r in picks]))
-        quantiles = {
-            str(q): float(v)
-            for q, v in zip(
-                (0.5, 0.9, 0.99), np.quantile(values[active], [0.5, 0.9, 0.99]), strict=True
-            )
-        }
-    return Inspection(
-        label=readout.label,
-        context=dict(context or {}),
-        n_tokens=len(values),
-        density=float(len(active) / len(values)),
-        max=float(values.max()),
-        quantiles=quantiles,
-        top=[example(r) for r in top_rows],
-        by_quantile=by_quantile[::-1],
-        lens=logit_lens(loaded, readout.direction),
+            picks = picks[np.argsort(-active[picks])]
+            bins.append((f"q{25 * q}-{25 * (q + 1)} ({lo:.3g} .. {hi:.3g})", picks))
+    return bins[::-1]
+
+
+def _quantiles(active: np.ndarray) -> dict[str, float]:
+    """Quantiles 0.5, 0.9, 0.99 of the active values [n] ({} when there are none)."""
+    if not len(active):
+        return {}
+    levels = (0.5, 0.9, 0.99)
+    return {str(q): float(v) for q, v in zip(levels, np.quantile(active, levels), strict=True)}
+
+
+@torch.inference_mode()
+def inspect_feature_scan(
+    loaded: LoadedModel,
+    sae: SAE,
+    scan: FeatureScan,
+    feature: int,
+    corpus: Sequence[str | Path] = (),
+    *,
+    context: dict[str, str | int] | None = None,
+    n_top: int = 12,
+    n_per_bin: int = 4,
+    window: tuple[int, int] = (12, 4),
+    seed: int = 0,
+    batch_size: int = 16,
+) -> tuple[Inspection, np.ndarray]:
+    """Inspection of SAE feature ``feature`` from a corpus-wide `FeatureScan`
+    (`cogsae.corpus.feature_scan.feature_scan`, local or Ray).
+
+    Density is over every scanned token; the top examples are the scan's; quantiles and
+    quartile-bin examples come from its quantile sample. Only the chunks shown are read
+    again (by chunk id, from ``corpus``, the scan's corpus) and re-run through the model
+    and SAE for the per-token values of their windows. Returns the inspection and the
+    sampled active values [<= n_sample] (for `write_inspection`'s histogram).
+    ``window``: tokens shown before and after the focus token (``before``, ``after`` of
+    `inspect_readout`).
+    """
+    direction = feature_direction(sae, feature)
+    top_values, top_chunks, top_positions = (a[:n_top] for a in scan.top(feature))
+    sample_values, sample_chunks, sample_positions = scan.sample(feature)
+    bins = _quantile_bins(sample_values, n_per_bin, seed)
+    picked = np.concatenate([picks for _, picks in bins] or [np.zeros(0, dtype=int)])
+    wanted = sorted({*top_chunks.tolist(), *sample_chunks[picked].tolist()})
+    found = chunk_tokens(scan, corpus, loaded.tokenizer, wanted)
+    segments = [found[c] for c in wanted]
+    residual = torch.cat(
+        [r.cpu() for r in residual_batches(loaded, segments, batch_size)]
+        or [torch.zeros(0, loaded.d_model)]
     )
+    lengths = torch.tensor([0] + [len(c) for c in segments])
+    shown = CorpusScan(
+        torch.cat(segments or [torch.zeros(0, dtype=torch.long)]), lengths.cumsum(0), residual, ""
+    )
+    values = encode_batched(sae, residual, 4096, units=[feature]).numpy().ravel()
+    example = _example_maker(loaded, shown, values, *window)
+    first_row = shown.rows.numpy()
+
+    def at(chunk: int, position: int) -> Example:
+        return example(int(first_row[wanted.index(chunk)] + position - 1))
+
+    return Inspection(
+        label=f"SAE feature {feature}",
+        context=dict(context or {}),
+        n_tokens=scan.n_tokens,
+        density=float(scan.density[feature]),
+        max=float(top_values[0]) if len(top_values) else 0.0,
+        quantiles=_quantiles(sample_values),
+        top=[at(c, p) for c, p in zip(top_chunks, top_positions, strict=True)],
+        by_quantile=[
+            (label, [at(sample_chunks[i], sample_positions[i]) for i in picks])
+            for label, picks in bins
+        ],
+        lens=logit_lens(loaded, direction),
+    ), sample_values
 
 
 # --------------------------------------------------------------------------- rendering
 
 
-def histogram_png(values: np.ndarray, label: str) -> bytes:
-    """PNG of the histogram of the nonzero activations (log count axis)."""
+def histogram_png(
+    values: np.ndarray, label: str, n_tokens: int | None = None, density: float | None = None
+) -> bytes:
+    """PNG of the histogram of the nonzero ``values`` (log count axis); the title gives
+    ``n_tokens`` and ``density`` (default: those of ``values``, all tokens' activations;
+    a `FeatureScan` page passes its sample with the scan's figures)."""
     from matplotlib.figure import Figure
 
     nonzero = values[values != 0]
@@ -381,7 +472,8 @@ def histogram_png(values: np.ndarray, label: str) -> bytes:
     ax.set_xlabel("activation")
     ax.set_ylabel("tokens")
     ax.set_title(
-        f"{label}: nonzero values of {len(values)} tokens; density (> 0) {np.mean(values > 0):.4f}",
+        f"{label}: nonzero values of {len(values) if n_tokens is None else n_tokens} tokens; "
+        f"density (> 0) {np.mean(values > 0) if density is None else density:.4f}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -468,8 +560,9 @@ def render_html(ins: Inspection, png: bytes) -> str:
 
 
 def write_inspection(ins: Inspection, values: np.ndarray, out_dir: Path) -> Path:
-    """Write index.html, histogram.png, summary.txt and inspection.json; return the HTML path."""
-    png = histogram_png(values, ins.label)
+    """Write index.html, histogram.png (of ``values``: every token's activation, or a
+    `FeatureScan`'s sample), summary.txt and inspection.json; return the HTML path."""
+    png = histogram_png(values, ins.label, ins.n_tokens, ins.density)
     with atomic_path(out_dir / "histogram.png") as tmp:
         tmp.write_bytes(png)
     write_text(out_dir / "summary.txt", summary(ins, n_examples=len(ins.top)) + "\n")

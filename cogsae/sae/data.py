@@ -1,35 +1,40 @@
 """Layer-L activations for SAE training: a resumable float16 disk cache and a shuffle buffer.
 
 Training runs in two stages so that each is resumable and the model runs once:
-1. `cache_activations` streams corpus -> token chunks -> ``LoadedModel.residual``
+1. `cache_activations` streams corpus -> token chunks (ids 0..N-1) -> ``LoadedModel.residual``
    (`cogsae.corpus.corpus_chunks`, `cogsae.corpus.residual_batches`) and writes the
    activations (position 0 and padding excluded) as float16 shards ``shard_NNNNN.npy``
-   [tokens, d_model], each written atomically. A rerun skips the shards already on disk,
-   so an interrupted extraction resumes where it stopped, and a larger token budget only
-   extracts the missing shards.
+   [tokens, d_model] of a fixed number of chunks, each written atomically and listed
+   in ``manifest.json`` (`cogsae.corpus.shards`). A rerun skips the shards already in
+   the manifest, so an interrupted extraction resumes where it stopped, and a larger
+   token budget only extracts the missing shards. With ``engine="ray"`` the shards are
+   built by Ray actors that each hold the model; the files are the same.
 2. `shuffled_batches` reads the shards (in a seeded random order) through a shuffle
    buffer, which mixes tokens from many chunks and documents, into training batches.
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from cogsae import streams
-from cogsae._io import atomic_path, cache_dir, stable_hash, write_json, write_text
+from cogsae._io import atomic_path, cache_dir, stable_hash, write_json
 from cogsae.corpus import Subset, corpus_chunks, files_hash, residual_batches
+from cogsae.corpus.shards import (
+    ShardRecord,
+    ShardTask,
+    build_shards,
+    shard_name,
+    worker_models,
+)
+from cogsae.engine import Engine
 from cogsae.model import LoadedModel, model_fingerprint
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +65,10 @@ def typical_tokens(x: torch.Tensor, max_norm_multiple: float) -> torch.Tensor:
     return norms <= max_norm_multiple * norms.median()
 
 
+CACHE_FORMAT = 2
+"""Version of the activation cache folder layout (2: shards listed in ``manifest.json``)."""
+
+
 def cache_activations(
     loaded: LoadedModel,
     corpus: Sequence[str | Path],
@@ -70,18 +79,33 @@ def cache_activations(
     batch_size: int = 32,
     chunks_per_shard: int = 256,
     progress: bool = True,
+    engine: Engine = "local",
+    workers: int | None = None,
+    loader: Callable[[], LoadedModel] | None = None,
 ) -> ActivationCache:
     """Extract (or reuse) at least ``n_tokens`` layer-L activations of ``corpus``.
 
-    The corpus is read with `iter_documents`, split with `select_documents(subset)`,
-    packed into ``context_length`` chunks (`iter_token_chunks`) and run through blocks
-    0..L in batches of ``batch_size`` chunks. A shard holds ``chunks_per_shard`` chunks
-    (``chunks_per_shard * (context_length - 1)`` tokens), so shard i always covers the
-    same chunks and resuming only needs to skip ``i * chunks_per_shard`` chunks.
+    The corpus is read with `iter_documents`, split with `select_documents(subset)` and
+    packed into ``context_length`` chunks with ids 0..N-1 (`corpus_chunks`); shard s holds
+    chunks ``[s * chunks_per_shard, (s + 1) * chunks_per_shard)``
+    (``chunks_per_shard * (context_length - 1)`` tokens), run through blocks 0..L in
+    batches of ``batch_size`` chunks (`ActivationShardWriter`). Shards already in the
+    manifest with a valid checksum are reused (`cogsae.corpus.shards.build_shards`).
+
+    Args:
+        engine: "local" (this process, in shard order) or "ray" (``workers`` Ray actors,
+            each loading the model once, one GPU each when the cluster has GPUs); both
+            write the same shards.
+        workers: Ray actors (default: one per GPU, else one per CPU of the cluster).
+        loader: under the Ray engine, builds the model on each worker (e.g.
+            ``functools.partial(load_model, path, layer=L, dtype=...)``) instead of
+            shipping ``loaded``'s weights through the object store; it must give the
+            same weights as ``loaded`` (which still keys the cache and tokenizes).
     """
     paths = [Path(p).resolve() for p in corpus]
     identity = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
     settings = {
+        "format": CACHE_FORMAT,
         "model": loaded.name,
         "weights": model_fingerprint(loaded),
         "layer": loaded.layer,
@@ -94,53 +118,47 @@ def cache_activations(
     folder = cache_dir() / "activations" / stable_hash(settings)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "meta.json", settings)
-    tokens_per_shard = chunks_per_shard * (context_length - 1)
-    n_shards = math.ceil(n_tokens / tokens_per_shard)
-    shards = [folder / f"shard_{i:05d}.npy" for i in range(n_shards)]
-    done = _checked_shards(shards)
-    if done < n_shards:
-        chunks = corpus_chunks(paths, loaded.tokenizer, context_length, subset=subset)
-        chunks = itertools.islice(chunks, done * chunks_per_shard, None)
-        bar = tqdm(
-            total=n_shards * tokens_per_shard,
-            initial=done * tokens_per_shard,
-            unit="tok",
-            unit_scale=True,
-            desc="activations",
-            disable=not progress,
+    n_shards = math.ceil(n_tokens / (chunks_per_shard * (context_length - 1)))
+    chunks = corpus_chunks(
+        paths, loaded.tokenizer, context_length, subset=subset, limit=n_shards * chunks_per_shard
+    )
+    records = build_shards(
+        folder,
+        chunks,
+        chunks_per_shard,
+        worker_models(loaded, engine=engine, loader=loader),
+        ActivationShardWriter(folder, batch_size),
+        engine=engine,
+        workers=workers,
+        progress=progress,
+        desc="activations",
+    )
+    shards = [folder / shard_name(i) for i in sorted(records)]
+    return ActivationCache(folder, shards, sum(r.n_tokens for r in records.values()))
+
+
+@dataclass(frozen=True)
+class ActivationShardWriter:
+    """The per-shard work of `cache_activations` (picklable, for Ray actors): chunk ids ->
+    blocks 0..L -> float16 rows [tokens, d_model] (positions >= 1, chunk order) -> an
+    atomically written ``shard_NNNNN.npy`` in ``folder``."""
+
+    folder: Path
+    batch_size: int
+
+    def __call__(self, models: tuple[LoadedModel], task: ShardTask) -> ShardRecord:
+        (loaded,) = models
+        parts = [
+            acts.to("cpu", torch.float16).numpy()
+            for acts in residual_batches(loaded, task.chunks, self.batch_size)
+        ]
+        rows = np.concatenate(parts)
+        path = self.folder / shard_name(task.index)
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
+            np.save(fh, rows)
+        return ShardRecord(
+            task.index, task.first_chunk, len(task.chunks), len(rows), files_hash([path])
         )
-        for index in range(done, n_shards):
-            shard_chunks = list(itertools.islice(chunks, chunks_per_shard))
-            if not shard_chunks:
-                break
-            parts = []
-            for acts in residual_batches(loaded, shard_chunks, batch_size):
-                parts.append(acts.to("cpu", torch.float16).numpy())
-                bar.update(len(parts[-1]))
-            with atomic_path(shards[index]) as tmp, tmp.open("wb") as fh:
-                np.save(fh, np.concatenate(parts))
-            write_text(_checksum_path(shards[index]), files_hash([shards[index]]))
-        bar.close()
-    shards = [s for s in shards if s.is_file()]
-    total = sum(_shard_len(s) for s in shards)
-    return ActivationCache(folder=folder, shards=shards, n_tokens=total)
-
-
-def _checksum_path(shard: Path) -> Path:
-    return shard.with_suffix(".sha256")
-
-
-def _checked_shards(shards: Sequence[Path]) -> int:
-    """How many leading shards exist and pass their checksum. The first one that fails is
-    reported in one warning line naming it; it and the shards after it are rebuilt."""
-    for index, shard in enumerate(shards):
-        if not shard.is_file():
-            return index
-        checksum = _checksum_path(shard)
-        if not checksum.is_file() or checksum.read_text().strip() != files_hash([shard]):
-            log.warning("activation shard %s fails its checksum; rebuilding it", shard)
-            return index
-    return len(shards)
 
 
 def _shard_len(path: Path) -> int:

@@ -47,6 +47,7 @@ from cogsae._io import (
     write_json,
 )
 from cogsae.corpus import corpus_record
+from cogsae.engine import Engine
 from cogsae.errors import CogsaeError
 from cogsae.flags import flag, option
 from cogsae.model import LoadedModel, dtype_name, resolve_dtype
@@ -457,6 +458,7 @@ def train_sae_on_corpus(
     context_length: int = 128,
     save_dtype: str = "float32",
     progress: bool = True,
+    engine: Engine = "local",
 ) -> SAE:
     """The whole ``cogsae train-sae`` pipeline; returns the SAE saved at ``out``.
 
@@ -464,10 +466,16 @@ def train_sae_on_corpus(
     (`cache_activations`, resumable), trains one epoch through the shuffle buffer with a
     checkpoint in the cache (keyed by config and activations; resumed after an
     interruption), then writes ``out`` (SAELens folder, weights in ``save_dtype``) and
-    ``out/training.json`` (config, data provenance, training log).
+    ``out/training.json`` (config, data provenance, training log). ``engine``: where the
+    activation shards are built, "local" or "ray" (`cache_activations`; same shards).
     """
     cache = cache_activations(
-        loaded, corpus, config.n_tokens, context_length=context_length, progress=progress
+        loaded,
+        corpus,
+        config.n_tokens,
+        context_length=context_length,
+        progress=progress,
+        engine=engine,
     )
     if cache.n_tokens < config.n_tokens:
         raise CogsaeError(
