@@ -13,6 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from cogsae.engine import ENGINES
 from cogsae.model import DTYPE_CHOICES
 
 _NO_DEFAULT: Any = dataclasses.MISSING
@@ -163,3 +164,22 @@ class CorpusOptions:
     )
     n_tokens: int = option(20_000, "Corpus tokens read.", flag="--tokens")
     context_length: int = option(128, "Tokens per corpus chunk.")
+
+
+@dataclass
+class EngineOptions:
+    """Where a command's corpus or grid work runs (`cogsae.engine`); both engines give the
+    same results.
+
+    Attributes:
+        engine: "local" (this process) or "ray" (``RAY_ADDRESS``, else a local cluster).
+        workers: Ray actors, each holding the model; None = one per GPU of the cluster,
+            else one per CPU.
+    """
+
+    engine: str = option(
+        "local", "Run here, or on Ray (RAY_ADDRESS or a local cluster).", choices=ENGINES
+    )
+    workers: int | None = option(
+        None, "Ray workers holding the model (default: per GPU, else per CPU)."
+    )

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from cogsae.cli.options import announce_dtype, group, options
-from cogsae.engine import ENGINES
-from cogsae.flags import option
+from cogsae.engine import check_engine
+from cogsae.flags import EngineOptions, option, same_as
 from cogsae.pipeline.config import RunConfig
 
 SWEEP_SHARED = tuple(
@@ -112,7 +112,7 @@ class SweepOptions:
         "'default' serving the layers it holds; layers without an SAE run raw only.",
         metavar="[LAYER=]PATH",
     )
-    engine: str = option("local", "Run the cells here in order, or as Ray tasks.", choices=ENGINES)
+    engine: str = same_as(EngineOptions, "engine")
 
 
 @click.command()
@@ -135,6 +135,6 @@ def sweep(sweep: SweepOptions, config: RunConfig, progress: Progress) -> None:
     saes = sae_by_layer(sweep.sae, sweep.layers)
     configs = grid(config, sweep.sets, sweep.layers, sweep.seeds, saes)
     folder = run_sweep(
-        configs, engine=sweep.engine, progress=not progress.quiet, finish=write_report
+        configs, engine=check_engine(sweep.engine), progress=not progress.quiet, finish=write_report
     )
     click.echo(f"report: {write_sweep_report(folder)}")

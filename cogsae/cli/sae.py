@@ -9,7 +9,8 @@ import click
 
 from cogsae.cli.options import group, model_options, options
 from cogsae.cli.run import Progress
-from cogsae.flags import CorpusOptions, ModelOptions, option
+from cogsae.engine import check_engine
+from cogsae.flags import CorpusOptions, EngineOptions, ModelOptions, option
 from cogsae.sae.train import TrainConfig
 
 
@@ -59,6 +60,7 @@ class MetricsOptions:
     corpus=group(CorpusOptions, "corpus", "context_length"),
     opts=TrainOptions,
     config=TrainConfig,
+    engine=group(EngineOptions, "engine"),
     progress=Progress,
 )
 def train_sae_command(
@@ -66,6 +68,7 @@ def train_sae_command(
     corpus: CorpusOptions,
     opts: TrainOptions,
     config: TrainConfig,
+    engine: EngineOptions,
     progress: Progress,
 ) -> None:
     """Train an SAE on layer-L activations of a corpus (resumable; see cogsae.sae.train).
@@ -91,6 +94,7 @@ def train_sae_command(
         context_length=corpus.context_length,
         save_dtype=opts.save_dtype,
         progress=not progress.quiet,
+        engine=check_engine(engine.engine),
     )
     click.echo(f"sae: {opts.out}")
 
@@ -100,10 +104,15 @@ def train_sae_command(
     opts=MetricsOptions,
     model=ModelOptions,
     corpus=group(CorpusOptions, n_tokens=50_000),
+    engine=EngineOptions,
     progress=Progress,
 )
 def sae_metrics_command(
-    opts: MetricsOptions, model: ModelOptions, corpus: CorpusOptions, progress: Progress
+    opts: MetricsOptions,
+    model: ModelOptions,
+    corpus: CorpusOptions,
+    engine: EngineOptions,
+    progress: Progress,
 ) -> None:
     """L0, variance explained, MSE, dead fraction and CE loss recovered of SAE ('default' or
     a folder) at its layer, on held-out text; writes a JSON file and prints it."""
@@ -128,6 +137,8 @@ def sae_metrics_command(
         context_length=corpus.context_length,
         batch_size=opts.batch_size,
         progress=not progress.quiet,
+        engine=check_engine(engine.engine),
+        workers=engine.workers,
     )
     folder = DEFAULT_SAE_DIR if opts.sae == "default" else Path(opts.sae)
     record = {

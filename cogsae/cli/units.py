@@ -13,7 +13,7 @@ import click
 
 from cogsae.cli.options import group, model_options, options
 from cogsae.errors import CogsaeError
-from cogsae.flags import CorpusOptions, ModelOptions, SAEOptions, flag, option
+from cogsae.flags import CorpusOptions, EngineOptions, ModelOptions, SAEOptions, flag, option
 
 
 @dataclass
@@ -95,35 +95,43 @@ def slug(*parts: object) -> str:
 
 
 @click.command("inspect")
-@unit_options(InspectOptions)
+@options(
+    opts=InspectOptions,
+    sae=SAEOptions,
+    corpus=group(CorpusOptions, "corpus", "n_tokens"),
+    model=ModelOptions,
+    engine=EngineOptions,
+)
 def inspect(
-    opts: InspectOptions, sae: SAEOptions, corpus: CorpusOptions, model: ModelOptions
+    opts: InspectOptions,
+    sae: SAEOptions,
+    corpus: CorpusOptions,
+    model: ModelOptions,
+    engine: EngineOptions,
 ) -> None:
     """Inspect one unit over a corpus: density, histogram, top and quantile examples, logit lens.
 
-    Give exactly one of --feature, --unit, --ensemble. The corpus scan (layer-L residual of
-    --tokens tokens) is cached. Writes index.html (self-contained), histogram.png,
-    summary.txt and inspection.json, and prints the summary.
+    Give exactly one of --feature, --unit, --ensemble. An SAE feature is read from a
+    feature scan of --tokens tokens (density, top examples and a quantile sample of every
+    feature; --engine ray spreads it over Ray workers, with the same result); a raw unit or
+    an ensemble from the cached layer-L residual scan. Writes index.html (self-contained),
+    histogram.png, summary.txt and inspection.json, and prints the summary.
     """
     from cogsae import inspect as features
-    from cogsae.corpus import scan_chunks
 
     if sum(x is not None for x in (opts.feature, opts.unit, opts.ensemble)) != 1:
         raise CogsaeError(
             "give exactly one of --feature, --unit, --ensemble",
             field=flag(InspectOptions, "feature"),
         )
+    if opts.feature is None and engine.engine != "local":
+        raise CogsaeError(
+            "--engine ray scans SAE features (--feature); --unit and --ensemble run here",
+            field=flag(EngineOptions, "engine"),
+        )
     ensemble = features.load_ensemble(opts.ensemble) if opts.ensemble else None
     needs_sae = opts.feature is not None or (ensemble is not None and ensemble.space == "sae")
     loaded, encoder = load(model, sae, needs_sae, None)
-    scan = scan_chunks(loaded, corpus.corpus, n_tokens=corpus.n_tokens)
-    codes = features.sae_codes(scan, encoder) if encoder is not None else None
-    if opts.feature is not None:
-        readout = features.feature_readout(codes, encoder, opts.feature)
-    elif opts.unit is not None:
-        readout = features.unit_readout(scan, opts.unit)
-    else:
-        readout = features.ensemble_readout(scan, ensemble, encoder, codes)
     sae_tag = Path(sae.sae).name if encoder is not None else "raw"
     context = {
         "model": loaded.name,
@@ -131,14 +139,76 @@ def inspect(
         "sae": sae_tag,
         "corpus": ", ".join(corpus.corpus) or "default",
     }
+    if opts.feature is not None:
+        inspection, values = _feature_page(loaded, encoder, opts, corpus, engine, context)
+        label = inspection.label
+    else:
+        inspection, values, label = _readout_page(loaded, encoder, ensemble, opts, corpus, context)
+    folder = Path(
+        opts.out
+        or Path("results", "inspect", slug(loaded.name, f"L{loaded.layer}", sae_tag, label))
+    )
+    page = features.write_inspection(inspection, values, folder)
+    click.echo(features.summary(inspection))
+    click.echo(f"-> {page}")
+
+
+def _feature_page(
+    loaded: Any,
+    sae: Any,
+    opts: InspectOptions,
+    corpus: CorpusOptions,
+    engine: EngineOptions,
+    context: dict[str, Any],
+) -> tuple[Any, Any]:
+    """(inspection, sampled values) of SAE feature ``opts.feature`` from a feature scan."""
+    from cogsae import inspect as features
+    from cogsae.corpus import corpus_files
+    from cogsae.corpus.feature_scan import feature_scan
+    from cogsae.engine import check_engine
+
+    if not 0 <= opts.feature < sae.cfg.d_sae:
+        raise CogsaeError(
+            f"the SAE has features 0..{sae.cfg.d_sae - 1}", field=flag(InspectOptions, "feature")
+        )
+    paths = corpus_files(corpus.corpus)
+    scan = feature_scan(
+        loaded,
+        sae,
+        paths,
+        n_tokens=corpus.n_tokens,
+        top_k=opts.examples,
+        engine=check_engine(engine.engine),
+        workers=engine.workers,
+    )
+    return features.inspect_feature_scan(
+        loaded, sae, scan, opts.feature, paths, context=context, n_top=opts.examples
+    )
+
+
+def _readout_page(
+    loaded: Any,
+    sae: Any,
+    ensemble: Any,
+    opts: InspectOptions,
+    corpus: CorpusOptions,
+    context: dict[str, Any],
+) -> tuple[Any, Any, str]:
+    """(inspection, per-token values, label) of a raw unit or an ensemble, from the
+    layer-L residual scan."""
+    from cogsae import inspect as features
+    from cogsae.corpus import scan_chunks
+
+    scan = scan_chunks(loaded, corpus.corpus, n_tokens=corpus.n_tokens)
+    if opts.unit is not None:
+        readout = features.unit_readout(scan, opts.unit)
+    else:
+        codes = features.sae_codes(scan, sae) if sae is not None else None
+        readout = features.ensemble_readout(scan, ensemble, sae, codes)
     inspection = features.inspect_readout(
         loaded, scan, readout, context=context, n_top=opts.examples
     )
-    name = slug(loaded.name, f"L{loaded.layer}", sae_tag, readout.label)
-    folder = Path(opts.out or Path("results", "inspect", name))
-    page = features.write_inspection(inspection, readout.values, folder)
-    click.echo(features.summary(inspection))
-    click.echo(f"-> {page}")
+    return inspection, readout.values, readout.label
 
 
 @click.command("attribute")

@@ -40,3 +40,21 @@ def test_attribute_writes_its_table(tiny_flags: list[str], tmp_path: Path) -> No
     assert "correlation: Pearson" in result.output and table.is_file()
     empty = CliRunner().invoke(main, ["attribute", *tiny_flags])
     assert empty.exit_code == 2 and "give --feature and/or --ensemble" in empty.output
+
+
+def test_inspect_a_feature_reads_the_feature_scan(tiny_flags: list[str], tmp_path: Path) -> None:
+    """The page of a feature is the feature scan's (density over every scanned token)."""
+    import json
+
+    page = tmp_path / "page"
+    args = ["inspect", *tiny_flags, "--feature", "4", "--examples", "3", "--out", str(page)]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    record = json.loads((page / "inspection.json").read_text())
+    assert record["n_tokens"] >= 60 and 0 <= record["density"] <= 1
+    assert len(record["top"]) <= 3
+
+
+def test_inspect_refuses_ray_for_a_raw_unit(tiny_flags: list[str]) -> None:
+    args = ["inspect", *tiny_flags, "--unit", "3", "--engine", "ray"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "[--engine]" in result.output
