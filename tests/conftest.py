@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny random Llama for fast tests and the real default model for a few."""
+"""Shared fixtures: a tiny random Llama with a tokenizer trained in-process for fast tests (no
+model download) and the real default model for the few tests about it."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from cogsae.model import DEFAULT_MODEL, LoadedModel, default_model_dir, load_model, load_tokenizer
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import save_sae
-from tests.helpers import TINY_LAYER, planted_set
+from tests.helpers import TINY_CONTEXT, TINY_LAYER, planted_set, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -22,26 +23,33 @@ def default_model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(default_model_path: Path):
-    """The default model's tokenizer (vocab 49152, no BOS token added)."""
+    """The default model's tokenizer (vocab 49152, no BOS token added): only for tests about
+    it (the shipped sets' token counts); the others use `tiny_tokenizer`."""
     return load_tokenizer(str(default_model_path))
 
 
+@pytest.fixture(scope="session", name="tiny_tokenizer")
+def tiny_tokenizer_fixture() -> PreTrainedTokenizerBase:
+    """A byte-level BPE (vocab 2048) trained in-process, shaped like the default model's."""
+    return tiny_tokenizer()
+
+
 @pytest.fixture(scope="session")
-def tiny_model(tokenizer) -> LoadedModel:
+def tiny_model(tiny_tokenizer: PreTrainedTokenizerBase) -> LoadedModel:
     """A randomly initialised 4-block Llama (d_model 64) reading layer 1, in float32."""
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=len(tiny_tokenizer),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=4,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
+        max_position_embeddings=TINY_CONTEXT,
+        pad_token_id=tiny_tokenizer.pad_token_id,
     )
     model = LlamaForCausalLM(config).eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, name="tiny-llama", layer=TINY_LAYER)
+    return LoadedModel(model=model, tokenizer=tiny_tokenizer, name="tiny-llama", layer=TINY_LAYER)
 
 
 @pytest.fixture(scope="session")
@@ -53,15 +61,20 @@ def default_model(default_model_path: Path) -> LoadedModel:
 
 
 @pytest.fixture()
-def isolated_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_model_path: Path
-) -> Path:
-    """Point cogsae's cache at a fresh folder that shares only the converted models."""
+def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point cogsae's cache at a fresh, empty folder."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    (cache / "models").symlink_to(default_model_path.parent)
     monkeypatch.setenv("COGSAE_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture()
+def default_model_cache(isolated_cache: Path, default_model_path: Path) -> Path:
+    """`isolated_cache` sharing the converted default model, for tests that load it by name
+    (the session fixture converts it in the real cache first: higher scopes set up first)."""
+    (isolated_cache / "models").symlink_to(default_model_path.parent)
+    return isolated_cache
 
 
 @pytest.fixture(scope="session")

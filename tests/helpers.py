@@ -8,13 +8,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import stats
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from cogsae.analysis.ensemble import LinearModel
 from cogsae.pipeline import RunConfig
 from cogsae.sae.base import SAE, SAEConfig
+from cogsae.stimuli import load_stimuli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_LAYER = 1
+TINY_CONTEXT = 256  # positions of the tiny Llama and its tokenizer's model_max_length
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -160,3 +164,60 @@ def randomize(sae: SAE, seed: int, scale: float) -> SAE:
         if sae.cfg.architecture == "jumprelu":
             sae.threshold.abs_()
     return sae.eval()
+
+
+TINY_VOCAB = 2048
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2 as in SmolLM2
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""SmolLM2's chat format (without its default system prompt): the model judge needs one."""
+ANSWERS = ["yes", "no", "Yes", "No", "NO"]  # judge answers that must be single tokens ("YES" not)
+THINGS = ["apple", "banana", "cat", "dog", "word", "river", "city", "game"]
+
+
+def tokenizer_sample() -> list[str]:
+    """The fixed texts the tiny tokenizer is trained on: every shipped stimulus text, the
+    planted set's words and a few hundred sentences in which the answers the judges read and
+    the words tests plant (" apple", " banana", " cat") are frequent enough to be one token."""
+    texts = [SNIPPET_CORPUS, *TEXTS]
+    for path in sorted((REPO / "stimuli").glob("*.yaml")):
+        stimuli = load_stimuli(path)
+        texts += stimuli.texts() + stimuli.texts(test=True)
+    verbs = GAIN + LOSS
+    texts += [f"{s} {v} {o}." for s in SUBJECTS for v in verbs for o in OBJECTS]
+    for thing in THINGS:
+        for answer in ANSWERS:
+            texts += [f'Is this a {thing}? "{answer}," I said: {answer}, {answer} to the {thing}.']
+    return texts
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerBase:
+    """A byte-level BPE tokenizer (vocab `TINY_VOCAB`) trained on `tokenizer_sample`, shaped
+    like SmolLM2's: no BOS added, pad = eos = <|im_end|>, right padding, untrimmed offsets,
+    a chat template and a context of `TINY_CONTEXT` tokens. Training is deterministic (same
+    merges every run) and takes well under a second, so fast tests need no model download."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.post_processor = processors.TemplateProcessing(single="$A:0", pair="$A:0 $B:1")
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(tokenizer_sample(), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        unk_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        padding_side="right",
+        model_max_length=TINY_CONTEXT,
+        chat_template=CHAT_TEMPLATE,
+    )

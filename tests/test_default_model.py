@@ -42,16 +42,16 @@ def test_bf16_extraction_close_to_fp32(
     assert np.corrcoef(a, b)[0, 1] > 0.99
 
 
-def test_cli_extract(default_model: LoadedModel, isolated_cache: Path) -> None:
+def test_cli_extract(default_model: LoadedModel, default_model_cache: Path) -> None:
     result = CliRunner().invoke(main, ["extract", str(REPO / "stimuli" / "negation.yaml")])
     assert result.exit_code == 0, result.output
     assert "96 items x 3 positions x 576 units (layer 15" in result.output
-    cached = list((isolated_cache / "activations").glob("negation-*.npz"))
+    cached = list((default_model_cache / "activations").glob("negation-*.npz"))
     assert len(cached) == 1
 
 
 def test_paired_set_without_groups_is_diagnosed_end_to_end(
-    isolated_cache: Path, tmp_path: Path
+    default_model_cache: Path, tmp_path: Path
 ) -> None:
     """capitals_paired.yaml (minimal pairs, no groups) on the real model: validate warns and
     offers groups; the run's report names the cause instead of crowning a best readout; the

@@ -36,12 +36,12 @@ from cogsae.cli import main
 from cogsae.errors import CogsaeError
 from cogsae.extract import check_context, extract_activations, length_batches
 from cogsae.judges import APIJudge, chat_completions_url, post_json
-from cogsae.model import LoadedModel
+from cogsae.model import LoadedModel, load_tokenizer
 from cogsae.pipeline import ConceptResult, RunConfig, execute, prepare
 from cogsae.report import render_html, write_report
 from cogsae.sae.train import TrainConfig, _restore
 from cogsae.stimuli import load_stimuli
-from tests.helpers import CHROMIUM, run_config
+from tests.helpers import CHROMIUM, TINY_CONTEXT, run_config
 
 XSS = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 
@@ -499,25 +499,24 @@ def test_long_items_do_not_pad_short_ones() -> None:
 
 
 def test_items_beyond_the_context_are_refused(
-    tokenizer,
+    tiny_assets: dict,
     tmp_path: Path,
     monkeypatch,
 ) -> None:
+    tokenizer = load_tokenizer(tiny_assets["model"])
     lines = ["name: long", "conditions:", "  a:"]
     lines += [f"    - short sentence number {i}." for i in range(4)]
     lines += ["  b:"] + [f"    - another sentence {i}." for i in range(3)]
     lines += ["    - " + "word " * 300]
     path = tmp_path / "long.yaml"
     path.write_text("\n".join(lines) + "\n")
-    monkeypatch.setattr(tokenizer, "model_max_length", 256)
+    monkeypatch.setattr(tokenizer, "model_max_length", 128)
     with pytest.raises(CogsaeError) as err:
         check_context(tokenizer, load_stimuli(path))
     assert err.value.line == 12 and err.value.field == "text"
-    assert "context of 256" in str(err.value)
+    assert "context of 128" in str(err.value)
     monkeypatch.setattr(tokenizer, "model_max_length", int(1e30))  # no limit recorded:
-    lines[-1] = "    - " + "word " * 8300  # the model config beside it says 8192
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(CogsaeError, match="context of 8192"):
+    with pytest.raises(CogsaeError, match=f"context of {TINY_CONTEXT}"):  # the config beside it
         check_context(tokenizer, load_stimuli(path))
 
 

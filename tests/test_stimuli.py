@@ -174,13 +174,13 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert info.value.path.endswith("missing.yaml")
 
 
-def test_window_no_item_can_fill(tmp_path: Path, tokenizer) -> None:
+def test_window_no_item_can_fill(tmp_path: Path, tiny_tokenizer) -> None:
     stim = load_stimuli(write(tmp_path, SHORT))
     assert Window.for_stimuli(stim) == Window("start", 3)
     with pytest.raises(CogsaeError, match="no item can fill") as info:
-        check_window_fillable(tokenizer, stim, Window("start", 40))
+        check_window_fillable(tiny_tokenizer, stim, Window("start", 40))
     assert info.value.field == "window.size"
-    check_window_fillable(tokenizer, stim, Window("start", 3))
+    check_window_fillable(tiny_tokenizer, stim, Window("start", 3))
 
 
 def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
@@ -192,9 +192,9 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.output
 
 
-def test_cli_validate_summary(tmp_path: Path, default_model_path: Path) -> None:
+def test_cli_validate_summary(tmp_path: Path, tiny_assets: dict) -> None:
     path = write(tmp_path, SHORT)
-    result = CliRunner().invoke(main, ["validate", str(path), "--model", str(default_model_path)])
+    result = CliRunner().invoke(main, ["validate", str(path), "--model", tiny_assets["model"]])
     assert result.exit_code == 0, result.output
     assert "n=  4" in result.output and "test=  1" in result.output
     assert "Welch t" in result.output
@@ -225,27 +225,27 @@ conditions:
 """
 
 
-def test_window_without_size_fits_the_longest_item(tmp_path: Path, tokenizer) -> None:
+def test_window_without_size_fits_the_longest_item(tmp_path: Path, tiny_tokenizer) -> None:
     """No window: in a set of sentences shorter than 16 tokens: the window is the longest
     item's length (minus position 0), so the set validates; a given size still errors."""
     stim = load_stimuli(write(tmp_path, SHORT_NO_WINDOW))
     window = Window.for_stimuli(stim)
     assert window.size is None
-    longest = max(len(ids) for ids in tokenizer(stim.texts())["input_ids"])
+    longest = max(len(ids) for ids in tiny_tokenizer(stim.texts())["input_ids"])
     assert longest - 1 < 16
-    assert window.fit(tokenizer, stim) == Window("start", longest - 1)
-    valid = check_window_fillable(tokenizer, stim, window)
+    assert window.fit(tiny_tokenizer, stim) == Window("start", longest - 1)
+    valid = check_window_fillable(tiny_tokenizer, stim, window)
     assert valid.max() == longest - 1
     with pytest.raises(CogsaeError, match="no item can fill"):
-        check_window_fillable(tokenizer, stim, Window("start", 16))
+        check_window_fillable(tiny_tokenizer, stim, Window("start", 16))
     long_text = " ".join(["word"] * 60)
     stim.test_items = [Item(long_text, {"condition": "win"})]
-    assert window.fit(tokenizer, stim).size == MAX_WINDOW_SIZE
+    assert window.fit(tiny_tokenizer, stim).size == MAX_WINDOW_SIZE
 
 
-def test_cli_validate_reports_the_fitted_window(tmp_path: Path, default_model_path: Path) -> None:
+def test_cli_validate_reports_the_fitted_window(tmp_path: Path, tiny_assets: dict) -> None:
     path = write(tmp_path, SHORT_NO_WINDOW)
-    result = CliRunner().invoke(main, ["validate", str(path), "--model", str(default_model_path)])
+    result = CliRunner().invoke(main, ["validate", str(path), "--model", tiny_assets["model"]])
     assert result.exit_code == 0, result.output
     assert "window: start, 4 tokens (no window.size: the longest item's length, at most 32)" in (
         result.output

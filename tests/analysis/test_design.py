@@ -116,8 +116,8 @@ def test_write_grouped_reads_back_the_same_set(tmp_path: Path) -> None:
         write_grouped(copy, tmp_path / "again.yaml")
 
 
-def test_cli_validate_warns_and_writes_groups(tmp_path: Path, default_model_path: Path) -> None:
-    model = ["--model", str(default_model_path)]
+def test_cli_validate_warns_and_writes_groups(tmp_path: Path, tiny_assets: dict) -> None:
+    model = ["--model", tiny_assets["model"]]
     paired = write(tmp_path, PAIRED)
     result = CliRunner().invoke(main, ["validate", str(paired), *model])
     assert result.exit_code == 0, result.output
@@ -136,19 +136,21 @@ def test_cli_validate_warns_and_writes_groups(tmp_path: Path, default_model_path
     assert result.exit_code == 2 and "single FILE" in result.output
 
 
-def test_nuisance_features_match_extraction(tmp_path: Path, tokenizer) -> None:
+def test_nuisance_features_match_extraction(tmp_path: Path, tiny_tokenizer) -> None:
     stimuli = load_stimuli(write(tmp_path, PAIRED))
     window = Window("end", 4)
-    features = nuisance_features(stimuli, tokenizer, window)
+    features = nuisance_features(stimuli, tiny_tokenizer, window)
     assert features.shape == (10, len(NUISANCE_NAMES))
-    n_tokens = np.array([len(ids) for ids in tokenizer(stimuli.texts())["input_ids"]])
+    n_tokens = np.array([len(ids) for ids in tiny_tokenizer(stimuli.texts())["input_ids"]])
     np.testing.assert_array_equal(features[:, 0], n_tokens)
-    np.testing.assert_array_equal(features[:, 1], check_window_fillable(tokenizer, stimuli, window))
+    np.testing.assert_array_equal(
+        features[:, 1], check_window_fillable(tiny_tokenizer, stimuli, window)
+    )
     np.testing.assert_array_equal(features[:, 2], n_tokens - 1)  # an end window ends last
-    start = nuisance_features(stimuli, tokenizer, Window("start", 3))
+    start = nuisance_features(stimuli, tiny_tokenizer, Window("start", 3))
     np.testing.assert_array_equal(start[:, 2], 3)  # slots 1, 2, 3 after position 0
     assert features[0, 3] == pytest.approx(np.mean([5, 2, 3, 7, 2, 6]))  # Paris ... France
-    test = nuisance_features(stimuli, tokenizer, window, test=True)
+    test = nuisance_features(stimuli, tiny_tokenizer, window, test=True)
     assert test.shape == (2, len(NUISANCE_NAMES))
 
 

@@ -19,16 +19,19 @@ def corpus(tmp_path: Path) -> Path:
     return snippet_corpus(tmp_path)
 
 
-def test_sample_snippets_splits_sentences_within_bounds(corpus: Path, tokenizer) -> None:
-    texts, ids = sample_snippets([corpus], tokenizer, 6, min_tokens=5, max_tokens=16, seed=1)
+def test_sample_snippets_splits_sentences_within_bounds(corpus: Path, tiny_tokenizer) -> None:
+    texts, ids = sample_snippets([corpus], tiny_tokenizer, 6, min_tokens=5, max_tokens=16, seed=1)
     assert len(texts) == len(set(texts)) == 6  # the repeated sentence is sampled once at most
     for text, tokens in zip(texts, ids, strict=True):
         assert text in " ".join(SNIPPET_CORPUS.split())
         assert 5 <= len(tokens) <= 16
-        assert tokens == tokenizer(text)["input_ids"]
-    assert sample_snippets([corpus], tokenizer, 6, min_tokens=5, max_tokens=16, seed=1)[0] == texts
+        assert tokens == tiny_tokenizer(text)["input_ids"]
+    assert (
+        sample_snippets([corpus], tiny_tokenizer, 6, min_tokens=5, max_tokens=16, seed=1)[0]
+        == texts
+    )
     with pytest.raises(CogsaeError, match="snippets"):
-        sample_snippets([corpus], tokenizer, 50, min_tokens=5, max_tokens=16)
+        sample_snippets([corpus], tiny_tokenizer, 50, min_tokens=5, max_tokens=16)
 
 
 def test_snippet_scan_matches_direct_forward(

@@ -77,24 +77,26 @@ def test_heldout_split_is_disjoint_and_complete() -> None:
     assert list(select_documents(docs, "all")) == docs
 
 
-def test_packed_chunks_are_full_and_lossless(tokenizer) -> None:
+def test_packed_chunks_are_full_and_lossless(tiny_tokenizer) -> None:
     docs = ["The cat sat on the mat.", "A dog barked all night long, and nobody slept.", "Hi."]
-    chunks = list(iter_token_chunks(docs * 5, tokenizer, context_length=8, batch_docs=4))
+    chunks = list(iter_token_chunks(docs * 5, tiny_tokenizer, context_length=8, batch_docs=4))
     assert chunks and all(c.shape == (8,) and c.dtype == torch.long for c in chunks)
     stream: list[int] = []
     for doc in docs * 5:
-        stream += tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        stream += tiny_tokenizer(doc, add_special_tokens=False)["input_ids"] + [
+            tiny_tokenizer.eos_token_id
+        ]
     assert torch.cat(chunks).tolist() == stream[: 8 * len(chunks)]
 
 
-def test_unpacked_chunks_stay_within_documents(tokenizer) -> None:
+def test_unpacked_chunks_stay_within_documents(tiny_tokenizer) -> None:
     docs = ["one two three four five six seven eight nine ten", "x"]
-    chunks = list(iter_token_chunks(docs, tokenizer, context_length=4, pack=False))
-    ids = tokenizer(docs[0], add_special_tokens=False)["input_ids"]
+    chunks = list(iter_token_chunks(docs, tiny_tokenizer, context_length=4, pack=False))
+    ids = tiny_tokenizer(docs[0], add_special_tokens=False)["input_ids"]
     pieces = [ids[start : start + 4] for start in range(0, len(ids), 4)]
     assert [c.tolist() for c in chunks] == [p for p in pieces if len(p) >= 2]  # "x": 1 token
     with pytest.raises(CogsaeError, match="at least 2"):
-        list(iter_token_chunks(docs, tokenizer, context_length=1))
+        list(iter_token_chunks(docs, tiny_tokenizer, context_length=1))
 
 
 def test_batch_chunks_pads_right_with_mask() -> None:

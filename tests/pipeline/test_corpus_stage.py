@@ -40,17 +40,17 @@ def planted_scan() -> CorpusScan:
     return CorpusScan(*map(torch.from_numpy, (ids, starts, residual)), "planted", texts)
 
 
-def test_top_examples_rank_planted_snippets(tokenizer) -> None:
+def test_top_examples_rank_planted_snippets(tiny_tokenizer) -> None:
     scan = planted_scan()
     model = linear([3], [2.0], intercept=-1.0)
-    (examples,) = top_examples(scan, {"raw:planted": model}, tokenizer, n_top=3).values()
+    (examples,) = top_examples(scan, {"raw:planted": model}, tiny_tokenizer, n_top=3).values()
     assert [e.text for e in examples[:2]] == ["snippet 4", "snippet 1"]
     assert examples[0].decision == pytest.approx(2 * 9.0 - 1.0, rel=1e-3)
     first = examples[0]
     assert first.token_decisions[0] is None
     assert len(first.tokens) == len(first.token_decisions) == 4
     assert np.mean(first.token_decisions[1:]) == pytest.approx(first.decision)
-    assert "".join(first.tokens) == tokenizer.decode(scan.ids[scan.starts[4] : scan.starts[5]])
+    assert "".join(first.tokens) == tiny_tokenizer.decode(scan.ids[scan.starts[4] : scan.starts[5]])
 
 
 def test_top_examples_equal_direct_decisions(
@@ -75,7 +75,7 @@ def test_top_examples_equal_direct_decisions(
     np.testing.assert_allclose([e.decision for e in examples], direct[order], atol=2e-2)
 
 
-def test_top_examples_in_sae_space_encode_on_the_fly(tokenizer) -> None:
+def test_top_examples_in_sae_space_encode_on_the_fly(tiny_tokenizer) -> None:
     scan = planted_scan()
     torch.manual_seed(0)
     sae = SAE(SAEConfig("standard", d_in=4, d_sae=10))
@@ -87,12 +87,12 @@ def test_top_examples_in_sae_space_encode_on_the_fly(tokenizer) -> None:
     per_token = codes[:, [2, 7]] @ np.array([1.0, -1.0]) + 0.5
     rows = scan.rows.numpy()
     expected = np.add.reduceat(per_token, rows[:-1]) / np.diff(rows)
-    (examples,) = top_examples(scan, {"sae:m": model}, tokenizer, sae=sae, n_top=6).values()
+    (examples,) = top_examples(scan, {"sae:m": model}, tiny_tokenizer, sae=sae, n_top=6).values()
     got = {e.text: e.decision for e in examples}
     for i, text in enumerate(scan.texts):
         assert got[text] == pytest.approx(expected[i], rel=1e-4, abs=1e-4)
     with pytest.raises(CogsaeError, match="out of range"):
-        top_examples(scan, {"bad": linear([10], [1.0])}, tokenizer, sae=sae)
+        top_examples(scan, {"bad": linear([10], [1.0])}, tiny_tokenizer, sae=sae)
 
 
 class LengthJudge(ThresholdJudge):
