@@ -90,6 +90,9 @@ class ModelOptions:
             middle block.
         dtype: model precision; "auto" is resolved for ``device``.
         device: "cpu" or "cuda[:N]".
+        device_map: for a model larger than one device, a transformers device map (e.g.
+            "auto": blocks spread over the visible GPUs); None = the whole model on
+            ``device``.
     """
 
     model: str | None = option(
@@ -110,6 +113,11 @@ class ModelOptions:
         choices=DTYPE_CHOICES,
     )
     device: str = option("cpu", "cpu, cuda or cuda:N.")
+    device_map: str | None = option(
+        None,
+        "Spread a model larger than one device over several: a transformers device map "
+        "such as 'auto' (--device still names the device kind).",
+    )
 
 
 @dataclass

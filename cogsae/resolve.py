@@ -75,5 +75,6 @@ def load(
         layer=layer(options.layer, suggested, cfg),
         dtype=options.dtype,
         device=options.device,
+        device_map=options.device_map,
     )
     return loaded, None if cfg is None else load_sae(str(sae), loaded)

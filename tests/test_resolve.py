@@ -57,3 +57,24 @@ def test_a_release_folder_gives_the_sae_of_the_requested_layer() -> None:
     with pytest.raises(CogsaeError, match="no SAE for layer 7") as err:
         resolve.sae_config(str(release), 7)
     assert err.value.field == "layer"
+
+
+def test_device_map_reaches_the_model(tiny_assets: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--device-map (a model larger than one device) is passed to from_pretrained."""
+    from transformers import AutoModelForCausalLM
+
+    from cogsae.flags import ModelOptions
+
+    original = AutoModelForCausalLM.from_pretrained
+    maps = []
+
+    def spy(*args: object, **kwargs: object) -> object:
+        maps.append(kwargs.get("device_map"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    options = ModelOptions(tiny_assets["model"], 1, "float32", "cpu", device_map="auto")
+    loaded, sae = resolve.load(options, tiny_assets["sae"])
+    assert maps == ["auto"]
+    assert sae is not None and loaded.device.type == "cpu"
+    assert next(sae.parameters()).device == loaded.device

@@ -46,6 +46,8 @@ class RunConfig:
             for ``device`` (`cogsae.model.resolve_dtype`), so the run key and results record
             the dtype actually used.
         device: "cpu" or "cuda[:N]".
+        device_map: transformers device map for a model larger than one device (e.g.
+            "auto"); None = all on ``device``. Not part of the run key.
         sae: SAE folder, "default" (the shipped one) or "none" (raw space only).
         window_align: window alignment; None = the set's, else "start".
         window_size: window size; None = the set's, else fitted to the items
@@ -79,6 +81,7 @@ class RunConfig:
     layer: int | None = same_as(ModelOptions, "layer")
     dtype: str = same_as(ModelOptions, "dtype")
     device: str = same_as(ModelOptions, "device")
+    device_map: str | None = same_as(ModelOptions, "device_map")
     sae: str = same_as(SAEOptions, "sae")
     window_align: str | None = same_as(WindowOptions, "window_align")
     window_size: int | None = same_as(WindowOptions, "window_size")
@@ -152,7 +155,7 @@ class RunConfig:
         output location), the stimulus file's content, the model's and the SAE's files (of the
         chosen layer's SAE, for a release folder holding one per layer)."""
         fields = asdict(self)
-        for name in ("output", "run_id", "device", "figures", "stimuli"):
+        for name in ("output", "run_id", "device", "device_map", "figures", "stimuli"):
             fields.pop(name)
         if stimuli.path is None:
             raise CogsaeError("a run needs a stimulus file", field="stimuli")

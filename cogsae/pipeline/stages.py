@@ -229,7 +229,9 @@ def check_options(config: RunConfig, stimuli: StimulusSet, units: dict[str, int]
 def _load(run: Run) -> tuple[LoadedModel, Any]:
     """The model and SAE of a run (SAE None when ``sae == "none"``), `cogsae.resolve`d."""
     config = run.config
-    options = ModelOptions(config.model, config.layer, config.dtype, config.device)
+    options = ModelOptions(
+        config.model, config.layer, config.dtype, config.device, config.device_map
+    )
     return resolve.load(options, config.sae, run.stimuli.model)
 
 
