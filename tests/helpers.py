@@ -137,6 +137,14 @@ def binomial_band(n_tests: int, rate: float = 0.05, mass: float = 0.999) -> tupl
     return int(low), int(high)
 
 
+def permutation_ks_p(p: list[float], n_permutations: int, seed: int = 0) -> float:
+    """KS p-value of permutation p-values against U(0, 1): p = k / (n + 1), k uniform on
+    1..n+1 under the null, is made continuous uniform by subtracting U(0, 1) / (n + 1), so
+    the test is exact. A calibrated test keeps this above a small threshold."""
+    u = np.random.default_rng(seed).random(len(p))
+    return float(stats.kstest(np.asarray(p) - u / (n_permutations + 1), "uniform").pvalue)
+
+
 def ragged_profiles(
     n_items: int, n_positions: int, n_units: int, *, min_positions: int = 2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from rsatoolbox.data import Dataset
 from rsatoolbox.rdm import calc_rdm, compare
-from scipy import stats
 
 from cogsae.analysis.rsa import (
     _Crossnobis,
@@ -16,20 +15,13 @@ from cogsae.analysis.rsa import (
 )
 from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
-from tests.helpers import ragged_profiles
+from tests.helpers import permutation_ks_p, ragged_profiles
 
 
 def _profiles(n_items: int = 40, n_positions: int = 6, n_units: int = 80, seed: int = 0):
     """[items, positions, units] masked noise profiles (`ragged_profiles`)."""
     values, mask, labels = ragged_profiles(n_items, n_positions, n_units, seed=seed)
     return values * mask[:, :, None], mask, labels
-
-
-def _jittered(p: list[float], n_permutations: int) -> np.ndarray:
-    """Permutation p-values (k / (n + 1), k uniform on 1..n+1 under the null) made continuous
-    uniform by subtracting U(0, 1) / (n + 1), so a KS test against U(0, 1) is exact."""
-    u = np.random.default_rng(99).random(len(p))
-    return np.asarray(p) - u / (n_permutations + 1)
 
 
 def _brute_force_scores(values: np.ndarray, mask: np.ndarray, labels: np.ndarray, kind: str):
@@ -114,7 +106,7 @@ def test_categorical_rsa_permutation_p_is_uniform_under_null() -> None:
         ).p
         for s in range(200)
     ]
-    assert stats.kstest(_jittered(p, 19), "uniform").pvalue > 0.01
+    assert permutation_ks_p(p, 19, seed=99) > 0.01
 
 
 # rsatoolbox's _build_rdms casts a NaN placeholder to int for integer descriptors.
@@ -176,7 +168,7 @@ def test_discriminative_rsa_is_unbiased_and_calibrated_under_null() -> None:
     between = np.array([r.between for r in nulls])
     assert abs(between.mean()) < 4 * between.std() / np.sqrt(len(between))
     for p in ([r.p_between for r in nulls], [r.p_difference for r in nulls]):
-        assert stats.kstest(_jittered(p, 19), "uniform").pvalue > 0.01
+        assert permutation_ks_p(p, 19, seed=99) > 0.01
 
 
 def test_edi_is_centred_on_zero_without_item_identity() -> None:
