@@ -3,6 +3,8 @@ model download) and the real default model for the few tests about it."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from cogsae.model import DEFAULT_MODEL, LoadedModel, default_model_dir, load_model, load_tokenizer
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import save_sae
-from tests.helpers import TINY_CONTEXT, TINY_LAYER, planted_set, tiny_tokenizer
+from tests.helpers import REPO, TINY_CONTEXT, TINY_LAYER, planted_set, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +97,20 @@ def tiny_assets(tiny_model: LoadedModel, tmp_path_factory: pytest.TempPathFactor
         "sae": str(folder / "sae"),
         "stimuli": planted_set(folder),
     }
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """A local 2-CPU Ray cluster whose workers import this checkout (one per session:
+    every test module on Ray shares it)."""
+    ray = pytest.importorskip("ray")
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 2**20,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    yield
+    ray.shutdown()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from cogsae.analysis.ensemble import LinearModel
+from cogsae.model import LoadedModel, load_model
 from cogsae.pipeline import RunConfig
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.stimuli import load_stimuli
@@ -229,3 +231,19 @@ def tiny_tokenizer() -> PreTrainedTokenizerBase:
         model_max_length=TINY_CONTEXT,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def dying_loader(folder: str, marker: str) -> LoadedModel:
+    """The tiny model, loaded on a Ray worker; the first worker to run its second forward
+    pass exits abruptly (once: ``marker`` remembers it)."""
+    loaded = load_model(folder, layer=TINY_LAYER, dtype="float32")
+    calls = []
+
+    def maybe_die(*_: object) -> None:
+        calls.append(1)
+        if len(calls) == 2 and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(1)
+
+    loaded.model.model.register_forward_pre_hook(maybe_die)
+    return loaded

@@ -16,9 +16,11 @@ from cogsae.pipeline.config import RunConfig
 SWEEP_SHARED = tuple(
     f.name
     for f in dataclasses.fields(RunConfig)
-    if "help" in f.metadata and f.name not in ("stimuli", "layer", "seed", "sae", "run_id")
+    if "help" in f.metadata
+    and f.name not in ("stimuli", "layer", "seed", "sae", "run_id", "engine", "workers")
 )
-"""RunConfig options a sweep passes to every cell (the rest vary per cell or are derived)."""
+"""RunConfig options a sweep passes to every cell (the rest vary per cell, are derived, or
+are the sweep's own: its --engine runs the cells, each scoring its corpus locally)."""
 
 
 @dataclass

@@ -104,10 +104,11 @@ def token_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Right-padded CPU ``(input_ids, attention_mask)`` [batch, seq] of consecutive chunks,
     padded with the tokenizer's pad id (0 if it has none)."""
-    return batch_chunks(chunks, batch_size, _pad_id(tokenizer))
+    return batch_chunks(chunks, batch_size, pad_id(tokenizer))
 
 
-def _pad_id(tokenizer: Any) -> int:
+def pad_id(tokenizer: Any) -> int:
+    """The id a batch is padded with: the tokenizer's pad id, else 0."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
@@ -214,6 +215,7 @@ def scan_snippets(
         corpus: text / .jsonl files; empty = the default corpus (the default SAE's text).
     """
     paths = corpus_files(corpus)
+    settings = snippet_settings(n_snippets, min_tokens, max_tokens, seed)
 
     def segments() -> Segments:
         texts, ids = sample_snippets(
@@ -230,7 +232,7 @@ def scan_snippets(
         loaded,
         paths,
         "snippets",
-        (n_snippets, min_tokens, max_tokens, seed, streams.Stream.SNIPPET_SAMPLE.tag),
+        settings,
         segments,
         batch_size=batch_size,
         dtype=torch.float16,
@@ -253,15 +255,7 @@ def _scan(
 ) -> CorpusScan:
     """The cached scan of ``kind`` (its ``settings`` key it; ``dtype`` None = the model's),
     or a new one of ``segments()`` written to the cache."""
-    key = stable_hash(
-        loaded.name,
-        model_fingerprint(loaded),
-        loaded.layer,
-        str(loaded.dtype),
-        files_hash(paths),
-        *settings,
-        __version__,
-    )
+    key = scan_key(loaded, paths, settings)
     name = f"{safe_name(loaded.name)}-L{loaded.layer}-{kind}-{key}.safetensors"
     path = cache_dir() / "scans" / name
     cached = load_cache(path, lambda p: _read_scan(p, key)) if cache else None
@@ -285,6 +279,36 @@ def _scan(
     return scan
 
 
+def snippet_settings(
+    n_snippets: int, min_tokens: int, max_tokens: int, seed: int
+) -> tuple[Any, ...]:
+    """What keys a snippet sample besides the model and corpus (`scan_snippets`)."""
+    return (n_snippets, min_tokens, max_tokens, seed, streams.Stream.SNIPPET_SAMPLE.tag)
+
+
+def scan_key(loaded: LoadedModel, paths: Sequence[Path], settings: tuple[Any, ...]) -> str:
+    """Key of a scan of ``paths`` by ``loaded`` under ``settings`` (model name and weights,
+    layer, dtype, corpus content, segment settings, cogsae version)."""
+    return stable_hash(
+        loaded.name,
+        model_fingerprint(loaded),
+        loaded.layer,
+        str(loaded.dtype),
+        files_hash(paths),
+        *settings,
+        __version__,
+    )
+
+
+def batch_rows(
+    loaded: LoadedModel, input_ids: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype | None
+) -> torch.Tensor:
+    """`residual_tokens` [tokens, d_model] of one padded batch, on the CPU in ``dtype`` (None:
+    the model's): the rows a scan stores, so every reader of them sees the same floats."""
+    flat = residual_tokens(loaded, input_ids.to(loaded.device), mask.to(loaded.device))
+    return flat.to(dtype or flat.dtype).cpu()
+
+
 def _run_segments(
     loaded: LoadedModel,
     segments: Sequence[torch.Tensor],
@@ -295,10 +319,9 @@ def _run_segments(
     """Per segment [length]: its residual rows [length - 1, d_model] (CPU, ``dtype`` or the
     model's), run in batches of similar length; ``done(tokens)`` after each batch."""
     rows: list[torch.Tensor] = [torch.empty(0)] * len(segments)
-    pad = _pad_id(loaded.tokenizer)
+    pad = pad_id(loaded.tokenizer)
     for members, input_ids, mask in length_sorted_batches(segments, batch_size, pad):
-        flat = residual_tokens(loaded, input_ids.to(loaded.device), mask.to(loaded.device))
-        flat = flat.to(dtype or flat.dtype).cpu()
+        flat = batch_rows(loaded, input_ids, mask, dtype)
         parts = flat.split([len(segments[i]) - 1 for i in members])
         for i, part in zip(members, parts, strict=True):
             rows[i] = part

@@ -12,6 +12,7 @@ from cogsae.constants import SELECTION_METHODS
 from cogsae.errors import CogsaeError
 from cogsae.flags import (
     CorpusOptions,
+    EngineOptions,
     ModelOptions,
     SAEOptions,
     WindowOptions,
@@ -23,6 +24,10 @@ from cogsae.model import dtype_name, resolve_dtype, source_fingerprint
 from cogsae.sae.io import sae_files_fingerprint
 from cogsae.stimuli import StimulusSet
 from cogsae.version import __version__
+
+UNKEYED = ("output", "run_id", "device", "device_map", "engine", "workers", "figures", "stimuli")
+"""RunConfig fields left out of the run key: where results go and where work runs, not
+what the numbers are (the stimulus file enters the key by its content)."""
 
 
 def replication_seeds(seed: int) -> tuple[int, int]:
@@ -70,6 +75,9 @@ class RunConfig:
         judge: relevance judge of corpus examples: "auto" (the API judge when
             COGSAE_JUDGE_URL/MODEL are set, else "embedding"), "embedding", "model", "api"
             or "none".
+        engine: where the corpus scoring runs: "local" (the cached snippet scan) or "ray"
+            (shards on Ray actors, the same examples); not part of the run key.
+        workers: Ray actors of the corpus scoring (None: one per GPU, else per CPU).
         output: results root; the run goes to ``<output>/<set>/<run id>``.
         run_id: name of the run directory; None = derived from this config's hash.
         figures: draw the PNG figures (off for batches of null runs, where only the
@@ -130,6 +138,8 @@ class RunConfig:
         "-0.01).",
         choices=("auto", "embedding", "model", "api", "none"),
     )
+    engine: str = same_as(EngineOptions, "engine")
+    workers: int | None = same_as(EngineOptions, "workers")
     output: str = option("results", "Results root folder.", aliases=("--out",))
     run_id: str | None = option(None, "Run folder name (default: hash of the options).")
     figures: bool = option(
@@ -155,7 +165,7 @@ class RunConfig:
         output location), the stimulus file's content, the model's and the SAE's files (of the
         chosen layer's SAE, for a release folder holding one per layer)."""
         fields = asdict(self)
-        for name in ("output", "run_id", "device", "device_map", "figures", "stimuli"):
+        for name in UNKEYED:
             fields.pop(name)
         if stimuli.path is None:
             raise CogsaeError("a run needs a stimulus file", field="stimuli")

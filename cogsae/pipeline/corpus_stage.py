@@ -6,7 +6,9 @@ everywhere in cogsae); the decision of a snippet is the mean of its per-token de
 exactly as an item's decision is that of its window mean. An SAE-space ensemble encodes
 the snippets' activations on the fly (`cogsae.sae.base.encode_batched`). The top snippets
 of each method, with a per-token decision for highlighting, are judged for relevance to
-the set's ``concept`` (`cogsae.judges.judge_examples`).
+the set's ``concept`` (`cogsae.judges.judge_examples`). On the Ray engine the same
+snippets are scored shard by shard on actors (`cogsae.corpus.readout_scan`), with the same
+examples bit for bit and without storing the residual.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from cogsae.analysis.ensemble import LinearModel, MethodResult
 from cogsae.corpus import DEFAULT_SNIPPETS, CorpusScan, scan_snippets
+from cogsae.corpus.readout_scan import SnippetTops, decisions, readout_scan, readout_values
+from cogsae.engine import Engine
 from cogsae.errors import CogsaeError
 from cogsae.judges import Judge, Relevance, judge_examples, make_judge
 from cogsae.model import LoadedModel
-from cogsae.sae.base import SAE, encode_batched
+from cogsae.sae.base import SAE
 
 
 @dataclass
@@ -68,31 +71,42 @@ def top_examples(
         raise CogsaeError(
             f"ensemble units out of range for a space of {n_units} units", field="ensemble"
         )
-    units = torch.from_numpy(used)
-    if sae is None:
-        values = scan.residual[:, units].float().numpy()  # [T - S, len(used)]
-    else:
-        values = encode_batched(sae, scan.residual, 4096, units=units).numpy()
+    values = readout_values(scan.residual, used, sae)  # [T - S, len(used)]
     rows = scan.rows.numpy()
-    counts = np.diff(rows)
     out = {}
     for label, model in models.items():
-        columns = np.searchsorted(used, model.units)
-        per_token = values[:, columns] @ model.weights.astype(np.float32) + np.float32(model.bias)
-        decision = np.add.reduceat(per_token, rows[:-1]) / counts
+        decision, per_token = decisions(values, used, rows, model, np.matmul)
         out[label] = [
-            _example(scan, i, float(decision[i]), per_token[rows[i] : rows[i + 1]], tokenizer)
+            _example(
+                scan.texts[i],
+                scan.ids[scan.starts[i] : scan.starts[i + 1]].tolist(),
+                float(decision[i]),
+                per_token[rows[i] : rows[i + 1]],
+                tokenizer,
+            )
             for i in np.argsort(-decision, kind="stable")[:n_top]
         ]
     return out
 
 
 def _example(
-    scan: CorpusScan, i: int, decision: float, per_token: np.ndarray, tokenizer: Any
+    text: str, ids: list[int], decision: float, per_token: np.ndarray, tokenizer: Any
 ) -> CorpusExample:
-    ids = scan.ids[scan.starts[i] : scan.starts[i + 1]]
-    tokens = tokenizer.batch_decode([[int(t)] for t in ids])
-    return CorpusExample(scan.texts[i], decision, tokens, [None, *map(float, per_token)])
+    """The example of a snippet with token ids [length] and decisions [length - 1]."""
+    tokens = tokenizer.batch_decode([[t] for t in ids])
+    return CorpusExample(text, decision, tokens, [None, *map(float, per_token)])
+
+
+def found_examples(found: SnippetTops, tokenizer: Any) -> dict[str, list[CorpusExample]]:
+    """Label -> top examples of a `readout_scan`: what `top_examples` of the scan of the
+    same snippets gives."""
+    return {
+        label: [
+            _example(found.texts[i], found.ids[i], float(d), per_token, tokenizer)
+            for i, d, per_token in zip(top.snippets, top.decisions, top.per_token, strict=True)
+        ]
+        for label, top in found.tops.items()
+    }
 
 
 @dataclass
@@ -156,6 +170,8 @@ def score_corpus(
     judge: str | Judge = "auto",
     n_bootstrap: int = 1000,
     seed: int = 0,
+    engine: Engine = "local",
+    workers: int | None = None,
     progress: bool = True,
 ) -> CorpusScore:
     """Scan a corpus with every method's final ensemble and judge its top examples.
@@ -170,22 +186,39 @@ def score_corpus(
         n_examples: top examples kept and judged per method.
         judge: a judge, a `JUDGES` name (`make_judge`), or "none" to skip judging.
         n_bootstrap: resamples for the CI of the mean relevance.
+        engine: "local" reads the cached `scan_snippets`; "ray" scores the same snippets on
+            ``workers`` Ray actors (`cogsae.corpus.readout_scan`), with the same examples.
     """
     spaces = {m.space for m in methods}
     if not spaces <= {"raw", "sae"}:
         raise CogsaeError(f"cannot scan unit spaces {sorted(spaces - {'raw', 'sae'})}")
     if "sae" in spaces and sae is None:
         raise CogsaeError("SAE-space ensembles need the SAE", field="sae")
-    scan = scan_snippets(loaded, corpus, n_snippets=n_snippets, seed=seed, progress=progress)
-    found: dict[str, list[CorpusExample]] = {}
-    for space in spaces:
-        models = {m.label: m.model for m in methods if m.space == space}
-        space_sae = sae if space == "sae" else None
-        found |= top_examples(scan, models, loaded.tokenizer, sae=space_sae, n_top=n_examples)
+    models = {s: {m.label: m.model for m in methods if m.space == s} for s in spaces}
+    if engine == "local":
+        scan = scan_snippets(loaded, corpus, n_snippets=n_snippets, seed=seed, progress=progress)
+        key, found = scan.key, {}
+        for space, group in models.items():
+            space_sae = sae if space == "sae" else None
+            found |= top_examples(scan, group, loaded.tokenizer, sae=space_sae, n_top=n_examples)
+    else:
+        tops = readout_scan(
+            loaded,
+            sae if "sae" in spaces else None,
+            models,
+            corpus,
+            n_snippets=n_snippets,
+            seed=seed,
+            n_top=n_examples,
+            engine=engine,
+            workers=workers,
+            progress=progress,
+        )
+        key, found = tops.key, found_examples(tops, loaded.tokenizer)
     examples = {m.label: found[m.label] for m in methods}
     if judge == "none":
-        return CorpusScore(scan.n_segments, scan.key, examples, {}, None)
+        return CorpusScore(n_snippets, key, examples, {}, None)
     chosen = make_judge(judge, loaded) if isinstance(judge, str) else judge
     texts = {label: [e.text for e in group] for label, group in examples.items()}
     relevance = judge_examples(chosen, concept, texts, n_bootstrap=n_bootstrap, seed=seed)
-    return CorpusScore(scan.n_segments, scan.key, examples, relevance, chosen.name)
+    return CorpusScore(n_snippets, key, examples, relevance, chosen.name)

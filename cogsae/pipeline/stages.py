@@ -69,6 +69,7 @@ from cogsae.constants import (
     RSA_CATEGORICAL,
     RSA_DISCRIMINATIVE,
 )
+from cogsae.engine import check_engine
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable, extract_activations
 from cogsae.flags import ModelOptions, flag
@@ -541,5 +542,7 @@ def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any
         n_examples=run.config.n_examples,
         judge=run.config.judge,
         seed=run.config.seed,
+        engine=check_engine(run.config.engine),
+        workers=run.config.workers,
         progress=run.progress,
     ).to_record()

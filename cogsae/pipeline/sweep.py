@@ -91,9 +91,19 @@ def grid(
     saes: dict[int, str],
 ) -> list[RunConfig]:
     """The cells' configs, set-major then layer then seed: ``base`` with that stimulus
-    file, layer, seed and the layer's SAE ("none" where ``saes`` has none)."""
+    file, layer, seed and the layer's SAE ("none" where ``saes`` has none). A cell scores
+    its corpus on the local engine: under Ray it is itself a task, and actors it started
+    would wait for the CPUs the other cells hold."""
     return [
-        replace(base, stimuli=stimuli, layer=layer, seed=seed, sae=saes.get(layer, "none"))
+        replace(
+            base,
+            stimuli=stimuli,
+            layer=layer,
+            seed=seed,
+            sae=saes.get(layer, "none"),
+            engine="local",
+            workers=None,
+        )
         for stimuli in sets
         for layer in layers
         for seed in seeds

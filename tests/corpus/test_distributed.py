@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,31 +15,17 @@ from cogsae.corpus import corpus_chunks, residual_batches
 from cogsae.corpus.feature_scan import FeatureScan, chunk_tokens, feature_scan, merge_scans
 from cogsae.corpus.shards import read_manifest
 from cogsae.inspect import inspect_feature_scan, write_inspection
-from cogsae.model import LoadedModel, load_model
+from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE, encode_batched
 from cogsae.sae.data import ActivationCache, cache_activations
 from cogsae.sae.metrics import sae_metrics
-from tests.helpers import CONSTANT, REPO, TINY_LAYER, random_sae
+from tests.helpers import CONSTANT, dying_loader, random_sae
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 CACHE_KWARGS = {"context_length": 16, "batch_size": 4, "chunks_per_shard": 8, "progress": False}
 N_TOKENS = 5 * 8 * 15  # five shards
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster() -> Iterator[None]:
-    """A local 2-CPU Ray cluster whose workers import this checkout."""
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 2**20,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-    )
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -99,22 +83,6 @@ def test_ray_shards_equal_local_shards_and_resume_skips_finished(
     changed = [p.name for p in again.shards if p.stat().st_ino != inodes[p.name]]
     assert changed == ["shard_00003.npy"]
     assert_same_shards(local.folder, again.folder)
-
-
-def dying_loader(folder: str, marker: str) -> LoadedModel:
-    """The tiny model, loaded on a Ray worker; the first worker to run its second forward
-    pass exits abruptly (once: ``marker`` remembers it)."""
-    loaded = load_model(folder, layer=TINY_LAYER, dtype="float32")
-    calls = []
-
-    def maybe_die(*_: object) -> None:
-        calls.append(1)
-        if len(calls) == 2 and not os.path.exists(marker):
-            Path(marker).touch()
-            os._exit(1)
-
-    loaded.model.model.register_forward_pre_hook(maybe_die)
-    return loaded
 
 
 def test_killed_worker_loses_and_duplicates_nothing(

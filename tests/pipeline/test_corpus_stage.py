@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,8 +17,10 @@ from cogsae.corpus import CorpusScan, scan_snippets
 from cogsae.errors import CogsaeError
 from cogsae.judges import NO_SCORE, Relevance, ThresholdJudge, to_rubric
 from cogsae.model import LoadedModel
+from cogsae.pipeline import RunConfig
 from cogsae.pipeline.corpus_stage import CorpusExample, CorpusScore, score_corpus, top_examples
 from cogsae.sae.base import SAE, SAEConfig
+from cogsae.stimuli import load_stimuli
 from tests.helpers import linear, snippet_corpus
 
 
@@ -140,6 +143,23 @@ def test_score_corpus_record(corpus: Path, tiny_model: LoadedModel, isolated_cac
     assert unjudged["judge"] is None and unjudged["methods"]["raw:a"]["mean_relevance"] is None
     with pytest.raises(CogsaeError, match="SAE"):
         score_corpus([sae_method], tiny_model, None, concept="x", corpus=[corpus], n_snippets=8)
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_score_corpus_on_ray_records_the_local_examples(
+    corpus: Path, tiny_model: LoadedModel, isolated_cache: Path
+) -> None:
+    raw = SimpleNamespace(label="raw:a", space="raw", model=linear([3, 9], [1.0, -1.0]))
+    kwargs = {"concept": "mills", "corpus": [corpus], "n_snippets": 8, "judge": "none"}
+    local = score_corpus([raw], tiny_model, None, progress=False, **kwargs).to_record()
+    remote = score_corpus([raw], tiny_model, None, engine="ray", workers=1, **kwargs)
+    assert remote.to_record() == local
+
+
+def test_engine_and_workers_leave_the_run_key(tiny_assets: dict) -> None:
+    stimuli = load_stimuli(tiny_assets["stimuli"])
+    base = RunConfig(tiny_assets["stimuli"], model=tiny_assets["model"], sae="none")
+    assert replace(base, engine="ray", workers=3).key(stimuli) == base.key(stimuli)
 
 
 def test_unjudged_example_records_no_score() -> None:

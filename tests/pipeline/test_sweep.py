@@ -13,7 +13,7 @@ from cogsae.errors import CogsaeError
 from cogsae.pipeline import RunConfig
 from cogsae.pipeline.sweep import SWEEP_MANIFEST, grid, sae_by_layer, sweep
 from cogsae.report.sweep import sweep_records, write_sweep_report
-from tests.helpers import REPO, TINY_LAYER
+from tests.helpers import TINY_LAYER
 
 LAYERS = (TINY_LAYER, TINY_LAYER + 1)
 SEEDS = (0, 1)
@@ -46,7 +46,7 @@ def numbers(folder: Path) -> list[dict]:
 
 
 def test_sweep_grid_manifest_report_and_ray(
-    tiny_assets: dict, tmp_path: Path, isolated_cache: Path
+    tiny_assets: dict, tmp_path: Path, isolated_cache: Path, request: pytest.FixtureRequest
 ) -> None:
     saes = sae_by_layer([tiny_assets["sae"]], LAYERS)  # a single SAE folder serves its layer
     assert saes == {TINY_LAYER: tiny_assets["sae"]}
@@ -90,18 +90,10 @@ def test_sweep_grid_manifest_report_and_ray(
     again = sweep(configs, progress=False)  # resumed: every run reused, nothing recomputed
     assert again == folder and numbers(again) == numbers(folder)
 
-    ray = pytest.importorskip("ray")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=200 * 2**20,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
+    request.getfixturevalue("ray_cluster")  # the session's local cluster (skips without Ray)
     first_seed = [replace(c, output=str(tmp_path / "ray")) for c in configs if c.seed == 0]
-    try:  # one seed per layer keeps the test short: the cells are independent tasks
-        distributed = sweep(first_seed, engine="ray", progress=False)
-    finally:
-        ray.shutdown()
+    # one seed per layer keeps the test short: the cells are independent tasks
+    distributed = sweep(first_seed, engine="ray", progress=False)
     assert numbers(distributed) == numbers(folder)[::2]  # the same numbers as local
 
 
