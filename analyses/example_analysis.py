@@ -13,13 +13,17 @@ from pathlib import Path
 
 import numpy as np
 
+from cogsae import (
+    categorical_rsa,
+    discriminative_rsa,
+    extract_activations,
+    load_model,
+    load_stimuli,
+    univariate_contrast,
+)
 from cogsae.analysis import vis
-from cogsae.analysis.contrasts import univariate_contrast
-from cogsae.analysis.rsa import categorical_rsa, discriminative_rsa
 from cogsae.analysis.selection import SELECTORS
-from cogsae.extract import Window, extract_activations
-from cogsae.model import load_model
-from cogsae.stimuli import load_stimuli
+from cogsae.extract import Window
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("stimuli", nargs="?", default="stimuli/success.yaml")
