@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
 from cogsae._io import write_text
 from cogsae.constants import ALPHA
 from cogsae.report import load_results, read_json
-from cogsae.report.figures import SPACE_COLORS, save_png
+from cogsae.report.figures import save_png
 from cogsae.report.html import render_html
 from cogsae.report.markdown import markdown_table
 from cogsae.report.tables import write_csv
@@ -91,22 +92,20 @@ def combine_seeds(records: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_auroc_vs_layer(records: pd.DataFrame, title: str) -> Figure:
-    """Mean held-out AUROC against layer, one line per space:method (colour by space), with
-    each seed's interval as a thin bar beside it; chance at 0.5."""
+    """Mean held-out AUROC against layer, one line per space:method (colour by method;
+    raw: solid, circles; SAE: dashed, squares; others dotted), with each seed's interval
+    as a thin bar beside it; chance at 0.5."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     readouts = records.groupby(["space", "method"], sort=True)
-    styles = ["-", "--", ":", "-."]
+    methods = sorted(records["method"].unique())
+    palette = matplotlib.colormaps["tab10"]
     for i, ((space, method), part) in enumerate(readouts):
-        color = SPACE_COLORS.get(space, "grey")
+        color = palette(methods.index(method) % 10)
         mean = part.groupby("layer")["auroc"].mean()
+        style, marker = {"raw": ("-", "o"), "sae": ("--", "s")}.get(space, (":", "^"))
         ax.plot(
-            mean.index,
-            mean.values,
-            styles[i % 4],
-            marker="o",
-            color=color,
-            label=f"{space}:{method}",
+            mean.index, mean.values, style, marker=marker, color=color, label=f"{space}:{method}"
         )
         offset = 0.04 * (i - len(readouts) / 2)
         ax.vlines(part["layer"] + offset, part["ci_low"], part["ci_high"], color=color, alpha=0.3)
