@@ -43,6 +43,7 @@ from cogsae._io import (
     write_json,
     write_text,
 )
+from cogsae.analysis.ensemble import LinearModel
 from cogsae.corpus import CorpusScan, residual_batches
 from cogsae.corpus.feature_scan import FeatureScan, chunk_tokens
 from cogsae.errors import CogsaeError
@@ -88,61 +89,64 @@ def feature_maxima(codes: scipy.sparse.csc_array) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Ensemble:
-    """A run's fitted ensemble (``final_model`` of a results.json method entry).
-
-    score = ((a[units] - mean) / scale) @ coef + intercept, a = the units' activations.
+    """A run's fitted ensemble: a results.json method entry's ``final_model``.
 
     Attributes:
         method: selection method name, as in results.json.
         space: "sae" (units are SAE features) or "raw" (residual dimensions).
-        units: [k] unit indices.
-        coef: [k] logistic-regression coefficients on standardized activations.
-        intercept: its intercept.
-        mean: [k] standardization means.
-        scale: [k] standardization scales.
+        model: its readout (`cogsae.analysis.ensemble.LinearModel`: units, standardization,
+            coefficients; decision = a[units] @ weights + bias on the units' activations a).
     """
 
     method: str
     space: str
-    units: tuple[int, ...]
-    coef: tuple[float, ...]
-    intercept: float
-    mean: tuple[float, ...]
-    scale: tuple[float, ...]
+    model: LinearModel
+
+    @property
+    def units(self) -> list[int]:
+        """[k] unit indices."""
+        return [int(u) for u in self.model.units]
 
     def score(self, acts: np.ndarray) -> np.ndarray:
         """[n] ensemble score (logit) from the units' activations [n, k]."""
-        return ((acts - np.array(self.mean)) / np.array(self.scale)) @ np.array(
-            self.coef
-        ) + self.intercept
+        return acts @ self.model.weights + self.model.bias
 
     def direction(self, d_model: int, sae: SAE | None = None) -> torch.Tensor:
-        """[d_model] model-space direction that raises the score: sum_i coef_i/scale_i * e_i.
+        """[d_model] model-space direction that raises the score: sum_i weight_i * e_i.
 
         e_i is the one-hot of residual dimension i (raw space) or the decoder direction of
         feature i (SAE space, ``sae`` needed).
         """
-        weight = torch.tensor(self.coef) / torch.tensor(self.scale)  # [k]
+        weight = torch.from_numpy(np.asarray(self.model.weights, dtype=np.float32))  # [k]
         if self.space == "raw":
             return torch.zeros(d_model).index_add_(0, torch.tensor(self.units), weight)
         if sae is None:
             raise CogsaeError("an SAE-space ensemble needs its SAE (--sae)", field="sae")
-        return weight @ sae.decoder_directions[list(self.units)].detach().float().cpu()
+        return weight @ sae.decoder_directions[self.units].detach().float().cpu()
 
 
 def load_ensemble(spec: str) -> Ensemble:
-    """The ensemble named by ``"results.json:METHOD:SPACE"`` (a `cogsae run` result)."""
+    """The ensemble named by ``"RESULTS.json:METHOD:SPACE"`` (a `cogsae run` result).
+
+    METHOD is read in the run's primary concept; ``METHOD@FACTOR`` names another factor's
+    concept of a factorial set (e.g. ``rsa_categorical@tense``).
+    """
     import json
 
     parts = spec.rsplit(":", 2)
     if len(parts) != 3:
         raise CogsaeError(f"expected RESULTS.json:METHOD:SPACE, got {spec!r}", field="ensemble")
-    path, method, space = Path(parts[0]), parts[1], parts[2]
+    path, (method, _, factor), space = Path(parts[0]), parts[1].partition("@"), parts[2]
     if not path.is_file():
         raise CogsaeError("results file not found", path=path, field="ensemble")
-    entries = json.loads(path.read_text(encoding="utf-8")).get("methods", [])
+    concepts = json.loads(path.read_text(encoding="utf-8")).get("concepts", [])
+    chosen = [c for c in concepts if c.get("factor") == factor] if factor else concepts[:1]
+    if not chosen:
+        known = ", ".join(str(c.get("factor")) for c in concepts)
+        raise CogsaeError(f"no concept {factor!r} (has: {known})", path=path, field="ensemble")
+    entries = chosen[0].get("methods", [])
     found = [e for e in entries if e.get("method") == method and e.get("space") == space]
-    if not found:
+    if not found or "final_model" not in found[0]:
         known = ", ".join(f"{e.get('method')}:{e.get('space')}" for e in entries)
         raise CogsaeError(
             f"no method {method}:{space} in the results (has: {known})",
@@ -150,15 +154,14 @@ def load_ensemble(spec: str) -> Ensemble:
             field="ensemble",
         )
     fm = found[0]["final_model"]
-    return Ensemble(
-        method,
-        space,
-        tuple(int(u) for u in fm["units"]),
-        tuple(float(c) for c in fm["coef"]),
-        float(fm["intercept"]),
-        tuple(float(m) for m in fm["mean"]),
-        tuple(float(s) for s in fm["scale"]),
+    model = LinearModel(
+        units=np.asarray(fm["units"], dtype=np.int64),
+        mean=np.asarray(fm["mean"], dtype=np.float64),
+        scale=np.asarray(fm["scale"], dtype=np.float64),
+        coef=np.asarray(fm["coef"], dtype=np.float64),
+        intercept=float(fm["intercept"]),
     )
+    return Ensemble(method, space, model)
 
 
 @dataclass(frozen=True)

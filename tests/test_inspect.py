@@ -28,7 +28,7 @@ from cogsae.inspect import (
     write_inspection,
 )
 from cogsae.model import LoadedModel
-from tests.helpers import random_sae
+from tests.helpers import REPO, random_sae
 
 CORPUS = "\n\n".join(
     [
@@ -162,7 +162,8 @@ def test_ensemble_score_and_direction(
     }
     results = tmp_path / "results.json"
     methods = [{**entry, "space": "raw"}, {**entry, "space": "sae"}]
-    results.write_text(json.dumps({"methods": methods}))
+    other = {"factor": "tense", "methods": [{**entry, "space": "raw", "coef": [0, 0]}]}
+    results.write_text(json.dumps({"concepts": [{"factor": "outcome", "methods": methods}, other]}))
     raw = load_ensemble(f"{results}:contrast:raw")
     readout = ensemble_readout(scan, raw)
     acts = scan.residual[:, [3, 9]].numpy()
@@ -178,3 +179,17 @@ def test_ensemble_score_and_direction(
         load_ensemble(f"{results}:rsa:raw")
     with pytest.raises(CogsaeError, match=r"RESULTS\.json:METHOD:SPACE"):
         load_ensemble(str(results))
+    assert load_ensemble(f"{results}:contrast@tense:raw").units == [3, 9]
+    with pytest.raises(CogsaeError, match="has: outcome, tense"):
+        load_ensemble(f"{results}:contrast@colour:raw")
+
+
+def test_ensemble_of_a_real_run() -> None:
+    """The curated run's results.json names its ensembles as `cogsae run` writes them."""
+    results = REPO / "results" / "examples" / "success" / "results.json"
+    record = json.loads(results.read_text())["concepts"][0]
+    entry = next(m for m in record["methods"] if (m["method"], m["space"]) == ("contrast", "sae"))
+    ensemble = load_ensemble(f"{results}:contrast:sae")
+    assert ensemble.units == entry["final_model"]["units"] and ensemble.space == "sae"
+    weights = np.asarray(entry["final_model"]["coef"]) / entry["final_model"]["scale"]
+    np.testing.assert_allclose(ensemble.model.weights, weights)
