@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import threadpoolctl
 import torch
 from tqdm.auto import tqdm
 
@@ -191,14 +192,16 @@ class WorkerModels:
     CUDA when the worker has a GPU; ``loader`` (if given) replaces the first object by
     its result on the worker (a large model loaded from disk rather than shipped).
 
-    A CPU worker runs torch with ``threads`` threads, the count of the process that
-    started the work: CPU kernels split their reductions by thread count, so only then
-    are its floats bit-identical to the local engine's."""
+    A CPU worker runs torch with ``threads`` threads and numpy's BLAS with
+    ``blas_threads``, the counts of the process that started the work: CPU kernels split
+    their reductions by thread count, so only then are its floats bit-identical to the
+    local engine's."""
 
     objects: tuple[Any, ...]
     remote: bool = False
     loader: Callable[[], Any] | None = None
     threads: int = 1
+    blas_threads: int | None = None
 
     def __call__(self) -> tuple[Any, ...]:
         if not self.remote:
@@ -213,6 +216,7 @@ class WorkerModels:
                 module.to("cuda")
         else:
             torch.set_num_threads(self.threads)
+            threadpoolctl.threadpool_limits(self.blas_threads, user_api="blas")
         return tuple(objects)
 
 
@@ -227,4 +231,12 @@ def worker_models(
     shipped = tuple(
         ray.put(None if loader is not None and i == 0 else obj) for i, obj in enumerate(objects)
     )
-    return WorkerModels(shipped, remote=True, loader=loader, threads=torch.get_num_threads())
+    info = threadpoolctl.threadpool_info()
+    blas = [pool["num_threads"] for pool in info if pool["user_api"] == "blas"]
+    return WorkerModels(
+        shipped,
+        remote=True,
+        loader=loader,
+        threads=torch.get_num_threads(),
+        blas_threads=max(blas, default=None),
+    )
