@@ -1,25 +1,19 @@
-"""Linear readouts over a snippet sample, shard by shard: the run's corpus scoring past one machine.
+"""Linear readouts over a snippet sample, batch by batch: the run's corpus scoring on one
+machine or many.
 
-The local corpus stage stores the float16 residual of every sampled snippet
-(`cogsae.corpus.scan_snippets`) and reads all ensembles from it at once. `readout_scan`
-gives the same top snippets without ever holding that residual: the seeded sample
-(`sample_snippets`) is cut into exactly the local scan's length-sorted batches, one shard
-each (every forward pass sees the batch shapes the local scan ran), and each shard (in
-this process, or on Ray actors holding the model and the SAE) computes the decision of
-every readout on its snippets and keeps its ``n_top`` best; the driver merges them under
-the total order (decision desc, snippet id asc) of the local stable argsort. Workers send
-back only those tops, so memory does not grow with the number of snippets.
-
-The local path multiplies all rows of the sample at once, and the BLAS kernels round a
-row by where it falls in their blocks of `BLOCK` rows (the trailing partial block is
-handled apart; SAE encoding runs in `BLOCK`-row batches). A shard therefore places each
-of its rows at its global row in a block of the local length (`_blockwise`), so its
-floats are the local path's bit for bit.
+Both engines read every readout batch by batch, over exactly the length-sorted batches
+`scan_snippets` runs (`batch_tops`): locally from the cached scan's stored rows
+(`scan_tops`), on Ray from a fresh forward pass of the same batch on an actor holding
+the model and the SAE (`readout_scan`). Each batch keeps every readout's ``n_top`` best
+snippets and the driver merges them under the total order (decision desc, snippet id
+asc). A batch's rows are the same float16 values either way and go through the same
+operations on arrays of the same shapes, so the engines agree bit for bit; workers send
+back only their tops, so memory does not grow with the number of snippets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +24,9 @@ from tqdm.auto import tqdm
 
 from cogsae.corpus.scan import (
     DEFAULT_SNIPPETS,
+    SNIPPET_BATCH,
+    SNIPPET_TOKENS,
+    CorpusScan,
     batch_rows,
     pad_id,
     sample_snippets,
@@ -37,19 +34,13 @@ from cogsae.corpus.scan import (
     snippet_settings,
 )
 from cogsae.corpus.shards import worker_models
-from cogsae.corpus.sources import corpus_files, length_sorted_batches
+from cogsae.corpus.sources import corpus_files, length_sorted_batches, length_sorted_groups
 from cogsae.engine import Engine, map_actors
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE, encode_batched
 
-BLOCK = 4096
-"""Rows per block of the local readout: `encode_batched`'s batch and the row block of the
-BLAS matrix-vector kernel (OpenBLAS sgemv)."""
-SNIPPET_BATCH = 64
-"""Snippets per forward pass, as `scan_snippets` runs them."""
-_MIN_CALL = 64
-"""Fewest rows an SAE encode call gets (zero rows pad it): from here on a row's code does
-not depend on the call's size."""
+ENCODE_BATCH = 4096
+"""Rows per SAE encode call (`encode_batched`)."""
 
 
 class LinearReadout(Protocol):
@@ -94,105 +85,110 @@ def merge_tops(a: ReadoutTop, b: ReadoutTop, n_top: int) -> ReadoutTop:
     return ReadoutTop(snippets[keep], decisions[keep], [per_token[i] for i in keep])
 
 
-def readout_values(
-    residual: torch.Tensor, used: np.ndarray, sae: SAE | None, batch_size: int = BLOCK
-) -> np.ndarray:
+def readout_values(residual: torch.Tensor, used: np.ndarray, sae: SAE | None) -> np.ndarray:
     """[rows, len(used)] float32 activations of the ``used`` units of ``residual`` [rows,
     d_model]: its own dimensions (``sae`` None) or the SAE's features."""
     units = torch.from_numpy(used)
     if sae is None:
         return residual[:, units].float().numpy()
-    return encode_batched(sae, residual, batch_size, units=units).numpy()
+    return encode_batched(sae, residual, ENCODE_BATCH, units=units).numpy()
 
 
 def decisions(
-    values: np.ndarray, used: np.ndarray, rows: np.ndarray, readout: LinearReadout, matvec: Callable
+    values: np.ndarray, used: np.ndarray, rows: np.ndarray, readout: LinearReadout
 ) -> tuple[np.ndarray, np.ndarray]:
     """(decision [S] float64, per-token decisions [R] float32) of ``readout`` on ``values``
-    [R, len(used)], snippet s owning rows ``rows[s]:rows[s + 1]``; ``matvec(a, w)`` is the
-    product a [R, m] @ w [m]."""
+    [R, len(used)], snippet s owning rows ``rows[s]:rows[s + 1]``."""
     columns = np.searchsorted(used, readout.units)
     weights = readout.weights.astype(np.float32)
-    per_token = matvec(values[:, columns], weights) + np.float32(readout.bias)
+    per_token = values[:, columns] @ weights + np.float32(readout.bias)
     return np.add.reduceat(per_token, rows[:-1]) / np.diff(rows), per_token
 
 
-def _blockwise(global_rows: np.ndarray, total: int) -> Callable:
-    """A matvec that computes each row as it falls in the local product over ``total`` rows:
-    at its place in a zero block of the local block's length."""
+def batch_tops(
+    flat: torch.Tensor,
+    members: np.ndarray,
+    counts: np.ndarray,
+    readouts: Mapping[str, Mapping[str, LinearReadout]],
+    sae: SAE | None,
+    n_top: int,
+) -> dict[str, ReadoutTop]:
+    """Label -> the ``n_top`` best of one batch's snippets ``members`` [B], whose rows
+    (positions >= 1, ``counts`` [B] each, in member order) are ``flat`` [rows, d_model].
 
-    def matvec(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-        out = np.empty(len(a), dtype=np.float32)
-        for start, rows in _by_block(global_rows, total):
-            block = np.zeros((min(BLOCK, total - start), a.shape[1]), np.float32, order="F")
-            block[global_rows[rows] - start] = a[rows]
-            out[rows] = (block @ w)[global_rows[rows] - start]
-        return out
-
-    return matvec
-
-
-def _by_block(global_rows: np.ndarray, total: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(first global row, member positions [n]) of every local block ``global_rows`` touch."""
-    block_of = global_rows // BLOCK
-    for b in np.unique(block_of):
-        yield int(b) * BLOCK, np.flatnonzero(block_of == b)
-
-
-def _encoded(
-    sae: SAE, residual: torch.Tensor, used: np.ndarray, global_rows: np.ndarray, total: int
-) -> np.ndarray:
-    """`readout_values` of SAE features for rows at ``global_rows`` of the local encode over
-    ``total`` rows: rows of a short local batch are encoded in one of that length, the
-    others together (padded to `_MIN_CALL` rows)."""
-    out = np.empty((len(residual), len(used)), dtype=np.float32)
-    shared = []
-    for start, rows in _by_block(global_rows, total):
-        length = min(BLOCK, total - start)
-        if length >= _MIN_CALL:
-            shared.append(rows)
-            continue
-        block = residual.new_zeros((length, residual.shape[1]))
-        block[global_rows[rows] - start] = residual[rows]
-        out[rows] = readout_values(block, used, sae)[global_rows[rows] - start]
-    if shared:
-        rows = np.concatenate(shared)
-        padded = residual.new_zeros((max(len(rows), _MIN_CALL), residual.shape[1]))
-        padded[: len(rows)] = residual[rows]
-        out[rows] = readout_values(padded, used, sae)[: len(rows)]
+    Args:
+        readouts: space ("raw" or "sae") -> label -> readout.
+        sae: the SAE of the "sae" space (None if no readout is in it).
+    """
+    rows = np.concatenate([[0], np.cumsum(counts)])
+    out = {}
+    for space, group in readouts.items():
+        used = np.unique(np.concatenate([r.units for r in group.values()]).astype(np.int64))
+        values = readout_values(flat, used, sae if space == "sae" else None)
+        for label, readout in group.items():
+            decision, per_token = decisions(values, used, rows, readout)
+            keep = best(members, decision, n_top)
+            out[label] = ReadoutTop(
+                members[keep].astype(np.int64),
+                decision[keep],
+                [per_token[rows[i] : rows[i + 1]] for i in keep],
+            )
     return out
+
+
+_EMPTY = ReadoutTop(np.zeros(0, np.int64), np.zeros(0), [])
+
+
+def merge_all(tops: dict[str, ReadoutTop], part: Mapping[str, ReadoutTop], n_top: int) -> None:
+    """Merge one batch's ``part`` into the running ``tops`` (label -> top), in place."""
+    for label, top in part.items():
+        tops[label] = merge_tops(tops.get(label, _EMPTY), top, n_top)
+
+
+def scan_tops(
+    scan: CorpusScan,
+    readouts: Mapping[str, Mapping[str, LinearReadout]],
+    sae: SAE | None,
+    n_top: int,
+) -> dict[str, ReadoutTop]:
+    """Label -> top snippets of every readout on a stored snippet scan (`scan_snippets`),
+    read over the scan's own length-sorted batches, as `readout_scan` reads them."""
+    lengths = np.diff(scan.starts.numpy())
+    first = scan.rows.numpy()
+    tops: dict[str, ReadoutTop] = {}
+    for members in length_sorted_groups(lengths, SNIPPET_BATCH):
+        flat = torch.cat([scan.residual[first[i] : first[i + 1]] for i in members])
+        merge_all(
+            tops, batch_tops(flat, members, lengths[members] - 1, readouts, sae, n_top), n_top
+        )
+    return tops
 
 
 @dataclass(frozen=True)
 class SnippetBatch:
-    """One shard: a local scan batch of snippets.
+    """One shard: a batch of snippets, as `scan_snippets` runs it.
 
     Attributes:
         members: [B] snippet ids, in batch order.
         input_ids, mask: [B, seq] the right-padded batch.
-        first_rows: [B] int64 global row (in the local scan's residual) of each member's
-            position 1.
     """
 
     members: np.ndarray
     input_ids: torch.Tensor
     mask: torch.Tensor
-    first_rows: np.ndarray
 
 
 @dataclass(frozen=True)
 class ShardReadout:
     """The per-shard work of `readout_scan` (picklable, for Ray actors): a batch -> blocks
-    0..L -> float16 rows -> every readout's top snippets.
+    0..L -> float16 rows -> every readout's top snippets (`batch_tops`).
 
     Attributes:
         readouts: space ("raw" or "sae") -> label -> readout.
-        total: rows of the whole sample (the local product's length).
         n_top: snippets kept per readout.
     """
 
     readouts: Mapping[str, Mapping[str, LinearReadout]]
-    total: int
     n_top: int
 
     @torch.inference_mode()
@@ -203,25 +199,7 @@ class ShardReadout:
         loaded, sae = models if len(models) == 2 else (models[0], None)
         flat = batch_rows(loaded, task.input_ids, task.mask, torch.float16)
         counts = task.mask.sum(1).numpy() - 1
-        rows = np.concatenate([[0], np.cumsum(counts)])
-        global_rows = np.repeat(task.first_rows - rows[:-1], counts) + np.arange(rows[-1])
-        out = {}
-        for space, readouts in self.readouts.items():
-            used = np.unique(np.concatenate([r.units for r in readouts.values()]).astype(np.int64))
-            if space == "sae":
-                values = _encoded(sae, flat, used, global_rows, self.total)
-            else:
-                values = readout_values(flat, used, None)
-            matvec = _blockwise(global_rows, self.total)
-            for label, readout in readouts.items():
-                decision, per_token = decisions(values, used, rows, readout, matvec)
-                keep = best(task.members, decision, self.n_top)
-                out[label] = ReadoutTop(
-                    task.members[keep].astype(np.int64),
-                    decision[keep],
-                    [per_token[rows[i] : rows[i + 1]] for i in keep],
-                )
-        return int(rows[-1]), out
+        return len(flat), batch_tops(flat, task.members, counts, self.readouts, sae, self.n_top)
 
 
 @dataclass
@@ -255,7 +233,8 @@ def readout_scan(
     progress: bool = True,
 ) -> SnippetTops:
     """The ``n_top`` best snippets of every readout over the sample `scan_snippets` reads
-    (its defaults: 8-40 tokens, batches of `SNIPPET_BATCH`), equal to reading that scan.
+    (its default bounds `SNIPPET_TOKENS`, batches of `SNIPPET_BATCH`), equal to `scan_tops`
+    of that scan.
 
     Args:
         loaded: the model and layer.
@@ -267,26 +246,22 @@ def readout_scan(
     """
     paths = corpus_files(corpus)
     texts, ids = sample_snippets(paths, loaded.tokenizer, n_snippets, seed=seed)
-    key = scan_key(loaded, paths, snippet_settings(n_snippets, 8, 40, seed))
-    lengths = np.array([len(x) - 1 for x in ids])
-    first_rows = np.concatenate([[0], np.cumsum(lengths)])
+    key = scan_key(loaded, paths, snippet_settings(n_snippets, *SNIPPET_TOKENS, seed))
     batches = length_sorted_batches(ids, SNIPPET_BATCH, pad_id(loaded.tokenizer))
-    tasks = (SnippetBatch(m, i, k, first_rows[m]) for m, i, k in batches)
-    labels = [label for group in readouts.values() for label in group]
-    empty = ReadoutTop(np.zeros(0, np.int64), np.zeros(0), [])
-    tops = dict.fromkeys(labels, empty)
-    bar = tqdm(total=int(first_rows[-1]), desc="readout scan", unit="tok", disable=not progress)
+    tasks = (SnippetBatch(*batch) for batch in batches)
+    tops: dict[str, ReadoutTop] = {}
+    total = sum(len(x) - 1 for x in ids)
+    bar = tqdm(total=total, desc="readout scan", unit="tok", disable=not progress)
 
     def finished(result: tuple[int, dict[str, ReadoutTop]]) -> None:
         n_rows, part = result
-        for label, top in part.items():
-            tops[label] = merge_tops(tops[label], top, n_top)
+        merge_all(tops, part, n_top)
         bar.update(n_rows)
 
     models = (loaded,) if sae is None else (loaded, sae)
     map_actors(
         worker_models(*models, engine=engine, loader=loader),
-        ShardReadout(readouts, int(first_rows[-1]), n_top),
+        ShardReadout(readouts, n_top),
         tasks,
         finished,
         engine=engine,

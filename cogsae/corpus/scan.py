@@ -63,6 +63,11 @@ from cogsae.version import __version__
 DEFAULT_SNIPPETS = 1000
 """Snippets scanned by default: ~15k tokens, ~57 CPU-seconds for SmolLM2-135M at layer 15."""
 
+SNIPPET_TOKENS = (8, 40)
+"""Default token bounds (min, max) of a sampled snippet."""
+SNIPPET_BATCH = 64
+"""Snippets per forward pass of a snippet scan."""
+
 # A document is cut into snippets after sentence-ending punctuation (and semicolons,
 # which separate the definition and examples of a WordNet gloss).
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
@@ -201,10 +206,10 @@ def scan_snippets(
     corpus: Sequence[str | Path] = (),
     *,
     n_snippets: int = DEFAULT_SNIPPETS,
-    min_tokens: int = 8,
-    max_tokens: int = 40,
+    min_tokens: int = SNIPPET_TOKENS[0],
+    max_tokens: int = SNIPPET_TOKENS[1],
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = SNIPPET_BATCH,
     cache: bool = True,
     progress: bool = True,
 ) -> CorpusScan:
@@ -375,8 +380,8 @@ def sample_snippets(
     tokenizer: Any,
     n_snippets: int,
     *,
-    min_tokens: int = 8,
-    max_tokens: int = 40,
+    min_tokens: int = SNIPPET_TOKENS[0],
+    max_tokens: int = SNIPPET_TOKENS[1],
     seed: int = 0,
 ) -> tuple[list[str], list[list[int]]]:
     """A seeded uniform sample of distinct sentences of ``min_tokens..max_tokens`` tokens.

@@ -177,12 +177,18 @@ def length_sorted_batches(
     """Segments in batches of similar length: ``(members, input_ids, attention_mask)``, with
     ``members`` [batch] the indices of the batch's segments (stable sort by length) and the
     right-padded pair [batch, seq] as in `batch_chunks`."""
-    order = np.argsort([len(s) for s in segments], kind="stable")
-    chunks = (torch.as_tensor(segments[i]) for i in order)
-    for start, (input_ids, mask) in zip(
-        range(0, len(segments), batch_size), batch_chunks(chunks, batch_size, pad_id), strict=True
-    ):
-        yield order[start : start + batch_size], input_ids, mask
+    groups = length_sorted_groups([len(s) for s in segments], batch_size)
+    chunks = (torch.as_tensor(segments[i]) for members in groups for i in members)
+    batches = batch_chunks(chunks, batch_size, pad_id)
+    for members, (input_ids, mask) in zip(groups, batches, strict=True):
+        yield members, input_ids, mask
+
+
+def length_sorted_groups(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """[batch] segment indices of each batch of similar length (stable sort by length), the
+    batches `length_sorted_batches` runs."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def default_corpus() -> Path:

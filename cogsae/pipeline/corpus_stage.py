@@ -22,7 +22,7 @@ import numpy as np
 
 from cogsae.analysis.ensemble import LinearModel, MethodResult
 from cogsae.corpus import DEFAULT_SNIPPETS, CorpusScan, scan_snippets
-from cogsae.corpus.readout_scan import SnippetTops, decisions, readout_scan, readout_values
+from cogsae.corpus.readout_scan import ReadoutTop, SnippetTops, readout_scan, scan_tops
 from cogsae.engine import Engine
 from cogsae.errors import CogsaeError
 from cogsae.judges import Judge, Relevance, judge_examples, make_judge
@@ -71,41 +71,39 @@ def top_examples(
         raise CogsaeError(
             f"ensemble units out of range for a space of {n_units} units", field="ensemble"
         )
-    values = readout_values(scan.residual, used, sae)  # [T - S, len(used)]
-    rows = scan.rows.numpy()
-    out = {}
-    for label, model in models.items():
-        decision, per_token = decisions(values, used, rows, model, np.matmul)
-        out[label] = [
-            _example(
-                scan.texts[i],
-                scan.ids[scan.starts[i] : scan.starts[i + 1]].tolist(),
-                float(decision[i]),
-                per_token[rows[i] : rows[i + 1]],
-                tokenizer,
-            )
-            for i in np.argsort(-decision, kind="stable")[:n_top]
-        ]
-    return out
-
-
-def _example(
-    text: str, ids: list[int], decision: float, per_token: np.ndarray, tokenizer: Any
-) -> CorpusExample:
-    """The example of a snippet with token ids [length] and decisions [length - 1]."""
-    tokens = tokenizer.batch_decode([[t] for t in ids])
-    return CorpusExample(text, decision, tokens, [None, *map(float, per_token)])
+    tops = scan_tops(scan, {"raw" if sae is None else "sae": models}, sae, n_top)
+    starts = scan.starts.tolist()
+    ids = [scan.ids[starts[i] : starts[i + 1]].tolist() for i in range(len(starts) - 1)]
+    return _examples(tops, scan.texts or [], ids, tokenizer)
 
 
 def found_examples(found: SnippetTops, tokenizer: Any) -> dict[str, list[CorpusExample]]:
     """Label -> top examples of a `readout_scan`: what `top_examples` of the scan of the
     same snippets gives."""
+    return _examples(found.tops, found.texts, found.ids, tokenizer)
+
+
+def _examples(
+    tops: Mapping[str, ReadoutTop],
+    texts: Sequence[str],
+    ids: Sequence[list[int]],
+    tokenizer: Any,
+) -> dict[str, list[CorpusExample]]:
+    """Label -> the examples of its top snippets (``texts`` and token ``ids`` by snippet id);
+    position 0 has no decision (it is not read)."""
     return {
         label: [
-            _example(found.texts[i], found.ids[i], float(d), per_token, tokenizer)
-            for i, d, per_token in zip(top.snippets, top.decisions, top.per_token, strict=True)
+            CorpusExample(
+                texts[i],
+                float(decision),
+                tokenizer.batch_decode([[t] for t in ids[i]]),
+                [None, *map(float, per_token)],
+            )
+            for i, decision, per_token in zip(
+                top.snippets, top.decisions, top.per_token, strict=True
+            )
         ]
-        for label, top in found.tops.items()
+        for label, top in tops.items()
     }
 
 

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from cogsae.corpus import scan_snippets
-from cogsae.corpus.readout_scan import _blockwise, _encoded, readout_scan
+from cogsae.corpus.readout_scan import readout_scan
 from cogsae.model import LoadedModel
 from cogsae.pipeline.corpus_stage import CorpusExample, found_examples, top_examples
-from cogsae.sae.base import encode_batched
 from tests.helpers import dying_loader, linear, random_sae
 
 N_SNIPPETS = 150  # three shards of 64 snippets
@@ -58,21 +56,6 @@ def local_examples(loaded: LoadedModel, corpus: Path, n_top: int) -> dict[str, l
             scan, group, loaded.tokenizer, sae=sae if space == "sae" else None, n_top=n_top
         )
     return found
-
-
-def test_blockwise_rows_equal_the_whole_product() -> None:
-    rng = np.random.default_rng(0)
-    for total in (30, 777, 4096 * 2 + 5, 15_000):
-        a = np.asfortranarray(rng.normal(size=(total, 8)).astype(np.float32))
-        w = rng.normal(size=8).astype(np.float32)
-        rows = np.sort(rng.choice(total, min(total, 900), replace=False))
-        np.testing.assert_array_equal(_blockwise(rows, total)(a[rows], w), (a @ w)[rows])
-    sae = random_sae(64, 128, seed=2)
-    residual = torch.randn(4096 + 70, 64).half()
-    used = np.array([1, 5, 99])
-    whole = encode_batched(sae, residual, 4096, units=torch.from_numpy(used)).numpy()
-    for rows in (np.arange(4090, 4166), np.array([3, 4100, 4165]), np.arange(500, 540)):
-        np.testing.assert_array_equal(_encoded(sae, residual[rows], used, rows, 4166), whole[rows])
 
 
 def assert_same(
