@@ -199,14 +199,15 @@ def preextract(runs: list[Run], *, progress: bool = True) -> None:
     for run in runs:
         config = run.config
         model = config.model_name(run.stimuli)
-        what = (config.stimuli, model, config.dtype, config.device, run.window)
+        what = (config.stimuli, model, config.dtype, config.device, config.device_map, run.window)
         groups.setdefault(what, []).append(run)
-    models: dict[tuple[str, str, str], Any] = {}
-    for (_, name, dtype, device, window), members in groups.items():
+    models: dict[tuple[Any, ...], Any] = {}
+    for (_, *placement, window), members in groups.items():
         layers = sorted({run.config.layer for run in members})
-        if (name, dtype, device) not in models:
-            models[name, dtype, device] = load_model(name, dtype=dtype, device=device)
-        loaded = models[name, dtype, device]
+        name, dtype, device, device_map = key = tuple(placement)
+        if key not in models:
+            models[key] = load_model(name, dtype=dtype, device=device, device_map=device_map)
+        loaded = models[key]
         stimuli = members[0].stimuli
         for test in (False, True) if stimuli.test_items else (False,):
             extract_layers(stimuli, loaded, layers, window, test=test, progress=progress)
