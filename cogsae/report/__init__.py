@@ -15,10 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from cogsae._io import write_text
 from cogsae.errors import CogsaeError
 from cogsae.report.figures import plot_combined, save_png, write_figures
-from cogsae.report.html import render_html
+from cogsae.report.html import render_html, write_pages
 from cogsae.report.markdown import main_finding, markdown_table, methods_table, render_markdown
 from cogsae.report.tables import write_csv, write_tables
 
@@ -67,12 +66,7 @@ def render_report(directory: Path) -> Path:
     directory = Path(directory)
     results = load_results(directory)
     text = render_markdown(directory, results)
-    write_text(directory / "report.md", text)
-    write_text(
-        directory / "report.html",
-        render_html(text, directory, f"cogsae: {results['stimuli']['name']}"),
-    )
-    return directory / "report.html"
+    return write_pages(directory, text, f"cogsae: {results['stimuli']['name']}")
 
 
 def combine_reports(directories: list[Path], output: Path) -> Path:
@@ -116,8 +110,4 @@ def combine_reports(directories: list[Path], output: Path) -> Path:
             "",
         ]
     )
-    write_text(output / "report.md", text)
-    write_text(
-        output / "report.html", render_html(text, output, "cogsae: cross-concept comparison")
-    )
-    return output / "report.html"
+    return write_pages(output, text, "cogsae: cross-concept comparison")

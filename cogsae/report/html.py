@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from cogsae._io import write_text
+
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;font-size:0.85em;margin:1em 0}
@@ -41,6 +43,14 @@ def render_html(markdown_text: str, directory: Path, title: str) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
+
+
+def write_pages(directory: Path, markdown_text: str, title: str) -> Path:
+    """Write ``markdown_text`` as report.md and report.html (`render_html`) in ``directory``;
+    returns the path of report.html."""
+    write_text(directory / "report.md", markdown_text)
+    write_text(directory / "report.html", render_html(markdown_text, directory, title))
+    return directory / "report.html"
 
 
 def _safe_markdown() -> Any:

@@ -16,11 +16,10 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cogsae._io import write_text
 from cogsae.constants import ALPHA
 from cogsae.report import load_results, read_json
 from cogsae.report.figures import save_png
-from cogsae.report.html import render_html
+from cogsae.report.html import write_pages
 from cogsae.report.markdown import markdown_table
 from cogsae.report.tables import write_csv
 
@@ -146,8 +145,4 @@ def write_sweep_report(directory: Path) -> Path:
         save_png(plot_auroc_vs_layer(records[picked], title), directory / figure)
         table = part.drop(columns=["set", "concept"]).sort_values(["space", "method", "layer"])
         text += [f"## {title}", "", f"![{title}]({figure})", "", markdown_table(table), ""]
-    markdown = "\n".join(text)
-    write_text(directory / "report.md", markdown)
-    page = render_html(markdown, directory, f"cogsae sweep {manifest['sweep']}")
-    write_text(directory / "report.html", page)
-    return directory / "report.html"
+    return write_pages(directory, "\n".join(text), f"cogsae sweep {manifest['sweep']}")
