@@ -38,7 +38,6 @@ from cogsae._io import (
     cache_dir,
     load_cache,
     read_checked,
-    state_fingerprint,
     write_checked,
     write_json,
     write_text,
@@ -53,17 +52,12 @@ from cogsae.sae.base import SAE, encode_batched
 # --------------------------------------------------------------------------- SAE codes
 
 
-def sae_fingerprint(sae: SAE) -> str:
-    """Content hash of an SAE's config, parameters and buffers (a cache key)."""
-    return state_fingerprint(sae.state_dict(), repr(sae.cfg))
-
-
 @torch.inference_mode()
 def sae_codes(
     scan: CorpusScan, sae: SAE, *, batch_size: int = 2048, cache: bool = True
 ) -> scipy.sparse.csc_array:
     """SAE feature activations over a scan, sparse [N, d_sae] float32, cached by (scan, SAE)."""
-    path = cache_dir() / "scans" / f"{scan.key}-sae-{sae_fingerprint(sae)}.npz"
+    path = cache_dir() / "scans" / f"{scan.key}-sae-{sae.fingerprint()}.npz"
     cached = (
         load_cache(path, lambda p: scipy.sparse.load_npz(io.BytesIO(read_checked(p))))
         if cache

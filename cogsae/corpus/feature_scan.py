@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cogsae._io import cache_dir, load_data, save_data, stable_hash, state_fingerprint
+from cogsae._io import cache_dir, load_data, save_data, stable_hash
 from cogsae.corpus.scan import corpus_chunks, residual_batches
 from cogsae.corpus.shards import (
     ShardRecord,
@@ -271,7 +271,7 @@ def feature_scan(
         model_fingerprint(loaded),
         loaded.layer,
         str(loaded.dtype),
-        state_fingerprint(sae.state_dict(), repr(sae.cfg)),
+        sae.fingerprint(),
         files_hash(paths),
         n_tokens,
         context_length,

@@ -30,6 +30,8 @@ import scipy.sparse
 import torch
 from torch import nn
 
+from cogsae._io import state_fingerprint
+
 Architecture = Literal["standard", "topk", "jumprelu"]
 ARCHITECTURES: tuple[str, ...] = ("standard", "topk", "jumprelu")
 
@@ -132,6 +134,10 @@ class SAE(nn.Module):
     def decoder_bias(self) -> torch.Tensor:
         """[d_in] model-space decoder bias (the reconstruction of all-zero features)."""
         return self.b_dec / self.cfg.norm_scale
+
+    def fingerprint(self) -> str:
+        """Content hash of the config, parameters and buffers (a cache key)."""
+        return state_fingerprint(self.state_dict(), repr(self.cfg))
 
 
 @torch.inference_mode()
