@@ -4,9 +4,11 @@
 PYTHON ?= python3
 STIMULI ?= stimuli/success.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages: the default SAE corpus (wordnet, Jane Austen, fortunes) and
-# headless Chromium for the HTML report test.
-DEBIAN_PACKAGES := wordnet-base r-cran-janeaustenr fortunes chromium chromium-driver
+# Debian packages: the default SAE corpus (wordnet, Jane Austen, fortunes), the default
+# corpus's everyday text (Reuters news in r-cran-tm, Harvard sentences in r-cran-stringr)
+# and headless Chromium for the HTML report test.
+DEBIAN_PACKAGES := wordnet-base r-cran-janeaustenr fortunes r-cran-tm r-cran-stringr \
+	chromium chromium-driver
 
 .PHONY: install run test lint bench
 

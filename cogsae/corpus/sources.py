@@ -9,7 +9,10 @@ Reading rules (`iter_documents`):
 
 `default_corpus` builds, once, ``<cache>/corpus/default.jsonl`` from three Debian
 packages (WordNet glosses, the six Jane Austen novels, fortunes), with the documents
-shuffled by a fixed seed so that any prefix mixes all three sources.
+shuffled by a fixed seed so that any prefix mixes all three sources. The default corpus
+of `corpus_files` is that file followed by everyday text (news and the Harvard
+sentences, `cogsae.corpus.everyday`), kept in its own file so that ``default.jsonl``
+(the default SAE's training text) keeps its documents, order and hash.
 
 `iter_token_chunks` turns documents into token chunks for the model. Every consumer
 drops position 0 of each chunk: the first position of a Llama-family model carries an
@@ -29,7 +32,7 @@ import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -210,7 +213,8 @@ def default_corpus() -> Path:
     return target
 
 
-def _missing(package: str, path: Path) -> CogsaeError:
+def missing_package(package: str, path: Path) -> CogsaeError:
+    """The error of a default-corpus source whose Debian package is not installed."""
     return CogsaeError(
         f"the default corpus needs the Debian package {package} "
         f"(apt-get install {package}; or run `make install`)",
@@ -223,7 +227,7 @@ def _wordnet_glosses() -> list[str]:
     """Glosses (text after "|") of all WordNet synsets: definition; "examples"."""
     files = [WORDNET_DIR / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
     if not all(f.is_file() for f in files):
-        raise _missing("wordnet-base", WORDNET_DIR)
+        raise missing_package("wordnet-base", WORDNET_DIR)
     glosses = []
     for path in files:
         with path.open(encoding="utf-8", errors="replace") as fh:
@@ -235,40 +239,44 @@ def _wordnet_glosses() -> list[str]:
 
 
 def _austen_paragraphs() -> list[str]:
-    """Paragraphs of the six novels: consecutive non-blank lines joined by spaces.
+    """Paragraphs of the six novels: consecutive non-blank lines joined by spaces."""
+    paragraphs = []
+    for _, novel in read_lazy_load(AUSTEN_DIR, "r-cran-janeaustenr"):
+        lines = [str(x) for x in novel]
+        paragraphs.extend(" ".join(p.split()) for p in _BLANK.split("\n".join(lines)) if p.strip())
+    return paragraphs
 
-    janeaustenr stores its data as an R lazy-load database: ``Rdata.rdx`` (an RDS
-    index of offsets) and ``Rdata.rdb`` (zlib-compressed serialized objects, each
-    preceded by its 4-byte big-endian length).
+
+def read_lazy_load(folder: Path, package: str) -> Iterator[tuple[str, Any]]:
+    """(name, object converted by ``rdata``) of every object of an R lazy-load database,
+    the form R packages store their data in (``package``: its Debian package).
+
+    ``Rdata.rdx`` is an RDS index of offsets into ``Rdata.rdb``, whose records are
+    zlib-compressed serialized objects, each preceded by its 4-byte big-endian length.
     """
     import rdata
 
-    index_path, db_path = AUSTEN_DIR / "Rdata.rdx", AUSTEN_DIR / "Rdata.rdb"
+    index_path, db_path = folder / "Rdata.rdx", folder / "Rdata.rdb"
     if not (index_path.is_file() and db_path.is_file()):
-        raise _missing("r-cran-janeaustenr", AUSTEN_DIR)
-    paragraphs = []
+        raise missing_package(package, folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rdata warns: "unknown file type, assumed RDS"
         index = rdata.conversion.convert(rdata.parser.parse_file(index_path))
         blob = db_path.read_bytes()
-        for offset, length in index["variables"].values():
+        for name, (offset, length) in index["variables"].items():
             record = blob[int(offset) : int(offset) + int(length)]
             (size,) = struct.unpack(">I", record[:4])
             data = zlib.decompress(record[4:])
             if len(data) != size:
-                raise CogsaeError("corrupt janeaustenr database", path=db_path)
-            lines = [str(x) for x in rdata.conversion.convert(rdata.parser.parse_data(data))]
-            paragraphs.extend(
-                " ".join(p.split()) for p in _BLANK.split("\n".join(lines)) if p.strip()
-            )
-    return paragraphs
+                raise CogsaeError(f"corrupt {package} database", path=db_path)
+            yield str(name), rdata.conversion.convert(rdata.parser.parse_data(data))
 
 
 def _fortunes() -> list[str]:
     """Entries of every fortune file (those with a ``.dat`` index), separated by "%"."""
     files = sorted(p.with_suffix("") for p in FORTUNES_DIR.glob("*.dat"))
     if not files:
-        raise _missing("fortunes", FORTUNES_DIR)
+        raise missing_package("fortunes", FORTUNES_DIR)
     entries = []
     for path in files:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -277,8 +285,11 @@ def _fortunes() -> list[str]:
 
 
 def corpus_files(corpus: Sequence[str | Path] = ()) -> list[Path]:
-    """The corpus files to read: ``corpus``, or the default corpus when empty."""
-    paths = [Path(p) for p in corpus] or [default_corpus()]
+    """The corpus files to read: ``corpus``, or the default corpus when empty: `default_corpus`
+    followed by the everyday text (`cogsae.corpus.everyday.everyday_corpus`)."""
+    from cogsae.corpus.everyday import everyday_corpus  # it reads with this module's helpers
+
+    paths = [Path(p) for p in corpus] or [default_corpus(), everyday_corpus()]
     for path in paths:
         if not path.is_file():
             raise CogsaeError("corpus file not found", path=path, field="corpus")

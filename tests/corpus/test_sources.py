@@ -149,3 +149,36 @@ def test_austen_paragraphs_from_rdata() -> None:
     assert len(paragraphs) > 10_000
     assert any(p.startswith("It is a truth universally acknowledged") for p in paragraphs)
     assert all("\n" not in p for p in paragraphs[:1000])
+
+
+def test_reuters_articles_parse_bodies(tmp_path: Path) -> None:
+    from cogsae.corpus.everyday import reuters_articles
+
+    xml = tmp_path / "r.xml"
+    xml.write_text(
+        "<REUTERS><TEXT><TITLE>X</TITLE><BODY>Shares rose\n   5 pct &lt;AB&gt;.\n Reuter\n&#3;"
+        "</BODY></TEXT></REUTERS><REUTERS><BODY>Oil fell.\n Reuter\n</BODY></REUTERS>",
+        encoding="utf-8",
+    )
+    assert reuters_articles([xml]) == ["Shares rose 5 pct <AB>.", "Oil fell."]
+
+
+@pytest.mark.skipif(
+    not (corpus.AUSTEN_DIR.is_dir() and Path("/usr/lib/R/site-library/tm").is_dir()),
+    reason="r-cran-janeaustenr or r-cran-tm not installed",
+)
+def test_default_corpus_ends_with_everyday_text(isolated_cache: Path) -> None:
+    """The default corpus is default.jsonl then the everyday text, whose manifest records
+    every source by package and hash."""
+    from cogsae.corpus.everyday import everyday_manifest
+
+    paths = corpus.corpus_files(())
+    assert [p.name for p in paths] == ["default.jsonl", "everyday.jsonl"]
+    manifest = everyday_manifest()
+    assert manifest["hash"] == corpus.files_hash([paths[1]])
+    assert {s["package"]: s["documents"] for s in manifest["sources"]} == {
+        "r-cran-tm": 80,
+        "r-cran-stringr": 720,
+    }
+    docs = list(corpus.iter_documents([paths[1]]))
+    assert "The birch canoe slid on the smooth planks." in docs
