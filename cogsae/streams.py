@@ -45,6 +45,11 @@ class Stream(Enum):
     INTERVENTION_BOOTSTRAP = (11, "cogsae.interventions: bootstrap of a steering sweep's items")
     EXAMPLE_SAMPLE = (12, "cogsae.inspect: random examples inside each activation quantile bin")
     SAE_SHUFFLE = (13, "cogsae.sae.data.shuffled_batches: shard order and shuffle buffer")
+    RELEVANCE_BASE = (
+        16,
+        "cogsae.pipeline.corpus_stage: the random snippets of the relevance base rate "
+        "(more = 0) and the enrichment permutations (more = 1)",
+    )
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag

@@ -10,7 +10,7 @@ documents taken from it. The default corpus is ``default.jsonl`` (WordNet, Auste
 fortunes; unchanged, so its documents keep their order and hash) followed by this file.
 
 The Harvard sentences are read from R's lazy-load database as the Austen novels are
-(`cogsae.corpus.sources.read_lazy_load`).
+(`cogsae.corpus.packages.read_lazy_load`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cogsae._io import atomic_path, cache_dir
-from cogsae.corpus.sources import files_hash, missing_package, read_lazy_load
+from cogsae.corpus.packages import files_hash, missing_package, read_lazy_load
 from cogsae.errors import CogsaeError
 
 TM_TEXTS = Path("/usr/lib/R/site-library/tm/texts")

@@ -22,23 +22,21 @@ are neither trained nor evaluated there.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import random
 import re
-import struct
-import warnings
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from cogsae._io import atomic_path, cache_dir
+from cogsae.corpus.everyday import everyday_corpus
+from cogsae.corpus.packages import files_hash, missing_package, read_lazy_load
 from cogsae.errors import CogsaeError
 
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -213,16 +211,6 @@ def default_corpus() -> Path:
     return target
 
 
-def missing_package(package: str, path: Path) -> CogsaeError:
-    """The error of a default-corpus source whose Debian package is not installed."""
-    return CogsaeError(
-        f"the default corpus needs the Debian package {package} "
-        f"(apt-get install {package}; or run `make install`)",
-        path=path,
-        field="corpus",
-    )
-
-
 def _wordnet_glosses() -> list[str]:
     """Glosses (text after "|") of all WordNet synsets: definition; "examples"."""
     files = [WORDNET_DIR / f"data.{pos}" for pos in ("noun", "verb", "adj", "adv")]
@@ -247,31 +235,6 @@ def _austen_paragraphs() -> list[str]:
     return paragraphs
 
 
-def read_lazy_load(folder: Path, package: str) -> Iterator[tuple[str, Any]]:
-    """(name, object converted by ``rdata``) of every object of an R lazy-load database,
-    the form R packages store their data in (``package``: its Debian package).
-
-    ``Rdata.rdx`` is an RDS index of offsets into ``Rdata.rdb``, whose records are
-    zlib-compressed serialized objects, each preceded by its 4-byte big-endian length.
-    """
-    import rdata
-
-    index_path, db_path = folder / "Rdata.rdx", folder / "Rdata.rdb"
-    if not (index_path.is_file() and db_path.is_file()):
-        raise missing_package(package, folder)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # rdata warns: "unknown file type, assumed RDS"
-        index = rdata.conversion.convert(rdata.parser.parse_file(index_path))
-        blob = db_path.read_bytes()
-        for name, (offset, length) in index["variables"].items():
-            record = blob[int(offset) : int(offset) + int(length)]
-            (size,) = struct.unpack(">I", record[:4])
-            data = zlib.decompress(record[4:])
-            if len(data) != size:
-                raise CogsaeError(f"corrupt {package} database", path=db_path)
-            yield str(name), rdata.conversion.convert(rdata.parser.parse_data(data))
-
-
 def _fortunes() -> list[str]:
     """Entries of every fortune file (those with a ``.dat`` index), separated by "%"."""
     files = sorted(p.with_suffix("") for p in FORTUNES_DIR.glob("*.dat"))
@@ -287,23 +250,11 @@ def _fortunes() -> list[str]:
 def corpus_files(corpus: Sequence[str | Path] = ()) -> list[Path]:
     """The corpus files to read: ``corpus``, or the default corpus when empty: `default_corpus`
     followed by the everyday text (`cogsae.corpus.everyday.everyday_corpus`)."""
-    from cogsae.corpus.everyday import everyday_corpus  # it reads with this module's helpers
-
     paths = [Path(p) for p in corpus] or [default_corpus(), everyday_corpus()]
     for path in paths:
         if not path.is_file():
             raise CogsaeError("corpus file not found", path=path, field="corpus")
     return paths
-
-
-def files_hash(paths: Sequence[Path]) -> str:
-    """Content hash of the corpus files, in order (first 16 hex digits of their sha256)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with Path(path).open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def corpus_record(paths: Sequence[str | Path]) -> list[dict[str, str]]:

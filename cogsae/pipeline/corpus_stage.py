@@ -6,7 +6,10 @@ everywhere in cogsae); the decision of a snippet is the mean of its per-token de
 exactly as an item's decision is that of its window mean. An SAE-space ensemble encodes
 the snippets' activations on the fly (`cogsae.sae.base.encode_batched`). The top snippets
 of each method, with a per-token decision for highlighting, are judged for relevance to
-the set's ``concept`` (`cogsae.judges.judge_examples`). On the Ray engine the same
+the set's ``concept`` (`cogsae.judges.judge_examples`), beside the base rate: as many
+snippets drawn at random from the same sample (once per run, shared by all methods), so
+each method's relevance has an enrichment over it with a permutation p
+(`cogsae.judges.enrichment`). On the Ray engine the same
 snippets are scored shard by shard on actors (`cogsae.corpus.readout_scan`), with the same
 examples bit for bit and without storing the residual.
 """
@@ -14,18 +17,20 @@ examples bit for bit and without storing the residual.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cogsae import streams
 from cogsae.analysis.ensemble import LinearModel, MethodResult
-from cogsae.corpus import DEFAULT_SNIPPETS, CorpusScan, scan_snippets
+from cogsae.corpus import DEFAULT_SNIPPETS, CorpusScan, corpus_files, corpus_record, scan_snippets
 from cogsae.corpus.readout_scan import ReadoutTop, SnippetTops, readout_scan, scan_tops
 from cogsae.engine import Engine
 from cogsae.errors import CogsaeError
 from cogsae.judges import Judge, Relevance, judge_examples, make_judge
+from cogsae.judges.enrichment import Enrichment, relevance_enrichment
 from cogsae.model import LoadedModel
 from cogsae.sae.base import SAE
 
@@ -117,6 +122,10 @@ class CorpusScore:
         examples: method label ("space:method") -> its top examples, best first.
         relevance: method label -> judged relevance; empty when no judge ran.
         judge: the judge's name, or None.
+        files: the scanned corpus files by name and content hash (`corpus_record`).
+        base: the random snippets of the base rate (as many as each method's examples).
+        base_relevance: their judged relevance; None when no judge ran.
+        enrichment: method label -> its relevance against ``base_relevance``.
     """
 
     n_snippets: int
@@ -124,17 +133,25 @@ class CorpusScore:
     examples: dict[str, list[CorpusExample]]
     relevance: dict[str, Relevance]
     judge: str | None
+    files: list[dict[str, str]]
+    base: list[str]
+    base_relevance: Relevance | None = None
+    enrichment: dict[str, Enrichment] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        """JSON-ready: ``{judge, n_snippets, scan_key, methods: {label: {mean_relevance, ci,
-        examples: [{text, decision, relevance, tokens, token_decisions}]}}}`` (relevance
-        fields None when not judged)."""
+        """JSON-ready: ``{judge, n_snippets, scan_key, files, base: {mean_relevance, ci,
+        examples: [{text, relevance}]}, methods: {label: {mean_relevance, ci,
+        relevance_enrichment, relevance_p, examples: [{text, decision, relevance, tokens,
+        token_decisions}]}}}`` (relevance fields None when not judged)."""
         methods = {}
         for label, examples in self.examples.items():
             judged = self.relevance.get(label)
+            enriched = self.enrichment.get(label)
             methods[label] = {
                 "mean_relevance": _finite(judged.mean) if judged else None,
                 "ci": [_finite(x) for x in judged.ci] if judged else None,
+                "relevance_enrichment": _finite(enriched.enrichment) if enriched else None,
+                "relevance_p": _finite(enriched.p) if enriched else None,
                 "examples": [
                     {
                         **asdict(example),
@@ -143,10 +160,21 @@ class CorpusScore:
                     for i, example in enumerate(examples)
                 ],
             }
+        judged = self.base_relevance
+        base = {
+            "mean_relevance": _finite(judged.mean) if judged else None,
+            "ci": [_finite(x) for x in judged.ci] if judged else None,
+            "examples": [
+                {"text": text, "relevance": int(judged.scores[i]) if judged else None}
+                for i, text in enumerate(self.base)
+            ],
+        }
         return {
             "judge": self.judge,
             "n_snippets": self.n_snippets,
             "scan_key": self.scan_key,
+            "files": self.files,
+            "base": base,
             "methods": methods,
         }
 
@@ -172,7 +200,8 @@ def score_corpus(
     workers: int | None = None,
     progress: bool = True,
 ) -> CorpusScore:
-    """Scan a corpus with every method's final ensemble and judge its top examples.
+    """Scan a corpus with every method's final ensemble and judge its top examples against
+    the base rate of as many random snippets of the sample (module doc).
 
     Args:
         methods: evaluated methods (their ``space`` "raw" or "sae", ``model`` and ``label``).
@@ -195,7 +224,7 @@ def score_corpus(
     models = {s: {m.label: m.model for m in methods if m.space == s} for s in spaces}
     if engine == "local":
         scan = scan_snippets(loaded, corpus, n_snippets=n_snippets, seed=seed, progress=progress)
-        key, found = scan.key, {}
+        key, found, sample = scan.key, {}, scan.texts or []
         for space, group in models.items():
             space_sae = sae if space == "sae" else None
             found |= top_examples(scan, group, loaded.tokenizer, sae=space_sae, n_top=n_examples)
@@ -212,11 +241,34 @@ def score_corpus(
             workers=workers,
             progress=progress,
         )
-        key, found = tops.key, found_examples(tops, loaded.tokenizer)
+        key, found, sample = tops.key, found_examples(tops, loaded.tokenizer), tops.texts
     examples = {m.label: found[m.label] for m in methods}
+    picks = streams.rng(seed, streams.Stream.RELEVANCE_BASE, 0).choice(
+        len(sample), size=min(n_examples, len(sample)), replace=False
+    )
+    base = [sample[i] for i in sorted(picks.tolist())]
+    score = CorpusScore(
+        n_snippets, key, examples, {}, None, corpus_record(corpus_files(corpus)), base
+    )
     if judge == "none":
-        return CorpusScore(n_snippets, key, examples, {}, None)
+        return score
     chosen = make_judge(judge, loaded) if isinstance(judge, str) else judge
     texts = {label: [e.text for e in group] for label, group in examples.items()}
-    relevance = judge_examples(chosen, concept, texts, n_bootstrap=n_bootstrap, seed=seed)
-    return CorpusScore(n_snippets, key, examples, relevance, chosen.name)
+    judged = judge_examples(
+        chosen, concept, {**texts, _BASE: base}, n_bootstrap=n_bootstrap, seed=seed
+    )
+    score.base_relevance = judged.pop(_BASE)
+    score.relevance, score.judge = judged, chosen.name
+    score.enrichment = {
+        label: relevance_enrichment(
+            rel.scores,
+            score.base_relevance.scores,
+            streams.rng(seed, streams.Stream.RELEVANCE_BASE, 1),
+        )
+        for label, rel in judged.items()
+    }
+    return score
+
+
+_BASE = "base rate"
+"""Key of the random snippets among the judged groups (method labels are "space:method")."""

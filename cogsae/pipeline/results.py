@@ -31,9 +31,14 @@ def corrected(p_values: list[float]) -> list[float]:
     return multipletests(p_values, method=READOUT_CORRECTION)[1].tolist() if p_values else []
 
 
-def method_record(result: MethodResult, q: float, q_lower: float) -> dict[str, Any]:
-    """JSON-ready record of one readout with its corrected upper (``q``) and lower q."""
+def method_record(
+    result: MethodResult, q: float, q_lower: float, corpus: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """JSON-ready record of one readout with its corrected upper (``q``) and lower q, and the
+    enrichment of its top corpus examples' relevance over the base rate (None when the
+    ``corpus`` record, `CorpusScore.to_record`, has no judged entry for it)."""
     model = result.model
+    scored = ((corpus or {}).get("methods") or {}).get(result.label) or {}
     return {
         "method": result.method,
         "space": result.space,
@@ -52,6 +57,8 @@ def method_record(result: MethodResult, q: float, q_lower: float) -> dict[str, A
         "selected_units": model.units.tolist() if model.units.size <= 64 else None,
         "fold_units": [u.tolist() for u in result.selected_units] if result.k <= 64 else None,
         "stability": result.stability,
+        "relevance_enrichment": scored.get("relevance_enrichment"),
+        "relevance_p": scored.get("relevance_p"),
         "null_aurocs": np.round(result.null_aurocs, 4).tolist(),
         "final_model": {
             "units": model.units.tolist(),
@@ -143,7 +150,7 @@ class ConceptResult:
             "warnings": self.warnings,
             "paired_items": self.paired_items,
             "methods": [
-                method_record(m, q, ql)
+                method_record(m, q, ql, self.corpus)
                 for m, q, ql in zip(self.methods, q_upper, q_lower, strict=True)
             ],
             "readout_correction": READOUT_CORRECTION,

@@ -95,7 +95,8 @@ def plot_nulls(results: list[dict[str, Any]], title: str) -> Figure:
 
 
 def plot_concept_scores(corpus: dict[str, Any], title: str) -> Figure:
-    """Mean judged relevance (0-3) of each method's top corpus examples with CIs."""
+    """Mean judged relevance (0-3) of each method's top corpus examples with CIs, beside the
+    base rate (random snippets of the same sample: a shaded CI band and a line) when judged."""
     rows = [
         {"readout": label, "mean": v["mean_relevance"], "lo": v["ci"][0], "hi": v["ci"][1]}
         for label, v in corpus["methods"].items()
@@ -103,6 +104,16 @@ def plot_concept_scores(corpus: dict[str, Any], title: str) -> Figure:
     frame = pd.DataFrame(rows).sort_values("mean")
     fig = Figure(figsize=(7, 0.35 * len(frame) + 1.2))
     ax = fig.subplots()
+    base = corpus.get("base") or {}
+    if base.get("mean_relevance") is not None:
+        ax.axvspan(*base["ci"], color="0.85", zorder=0)
+        ax.axvline(
+            base["mean_relevance"],
+            color="0.4",
+            linestyle="--",
+            label=f"base rate ({len(base['examples'])} random snippets)",
+        )
+        ax.legend(loc="lower right", fontsize="small")
     ax.errorbar(
         frame["mean"],
         range(len(frame)),

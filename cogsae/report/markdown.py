@@ -172,6 +172,14 @@ def methods_table(concept: dict[str, Any]) -> pd.DataFrame:
                     if corpus and corpus.get("mean_relevance") is not None
                     else {}
                 ),
+                **(
+                    {
+                        "enrichment": m["relevance_enrichment"],
+                        "p (enrich.)": _fmt_p(m.get("relevance_p")),
+                    }
+                    if m.get("relevance_enrichment") is not None
+                    else {}
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -290,6 +298,17 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 lines.append(
                     f"- **{label}** (mean relevance {entry['mean_relevance']:.2f}): "
                     + " · ".join(f"“{e['text'][:90]}” ({e['relevance']})" for e in examples)
+                )
+            base = corpus.get("base") or {}
+            if base.get("mean_relevance") is not None:
+                lines.append(
+                    f"- **base rate**: {len(base['examples'])} random snippets of the same "
+                    f"sample, mean relevance {base['mean_relevance']:.2f}; a readout's "
+                    "`enrichment` is its mean minus this, `p (enrich.)` one-sided by permuting "
+                    "which snippets count as top: "
+                    + " · ".join(
+                        f"“{e['text'][:90]}” ({e['relevance']})" for e in base["examples"][:3]
+                    )
                 )
             lines.append("")
     lines += [

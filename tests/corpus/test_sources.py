@@ -167,11 +167,15 @@ def test_reuters_articles_parse_bodies(tmp_path: Path) -> None:
     not (corpus.AUSTEN_DIR.is_dir() and Path("/usr/lib/R/site-library/tm").is_dir()),
     reason="r-cran-janeaustenr or r-cran-tm not installed",
 )
-def test_default_corpus_ends_with_everyday_text(isolated_cache: Path) -> None:
-    """The default corpus is default.jsonl then the everyday text, whose manifest records
-    every source by package and hash."""
+def test_default_corpus_ends_with_everyday_text(
+    isolated_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default corpus is default.jsonl then the everyday text (the real packages), whose
+    manifest records every source by package and hash."""
     from cogsae.corpus.everyday import everyday_manifest
 
+    for source in ("_wordnet_glosses", "_austen_paragraphs", "_fortunes"):
+        monkeypatch.setattr(corpus, source, lambda: ["A document."])
     paths = corpus.corpus_files(())
     assert [p.name for p in paths] == ["default.jsonl", "everyday.jsonl"]
     manifest = everyday_manifest()

@@ -137,10 +137,24 @@ def test_score_corpus_record(corpus: Path, tiny_model: LoadedModel, isolated_cac
     assert entry["mean_relevance"] == pytest.approx(
         np.mean([e["relevance"] for e in entry["examples"]])
     )
+    base = record["base"]
+    assert len(base["examples"]) == 3
+    assert {e["text"] for e in base["examples"]} <= set(
+        scan_snippets(tiny_model, [corpus], n_snippets=8).texts
+    )
+    for e in base["examples"]:
+        assert e["relevance"] == to_rubric([len(e["text"]) % 4], judge.thresholds)[0]
+    assert entry["relevance_enrichment"] == pytest.approx(
+        entry["mean_relevance"] - base["mean_relevance"]
+    )
+    assert 0 < entry["relevance_p"] <= 1
+    assert record["files"] == [{"name": corpus.name, "hash": record["files"][0]["hash"]}]
     unjudged = score_corpus(
         [raw], tiny_model, None, concept="mills", corpus=[corpus], n_snippets=8, judge="none"
     ).to_record()
     assert unjudged["judge"] is None and unjudged["methods"]["raw:a"]["mean_relevance"] is None
+    assert unjudged["methods"]["raw:a"]["relevance_p"] is None
+    assert unjudged["base"]["mean_relevance"] is None and len(unjudged["base"]["examples"]) == 8
     with pytest.raises(CogsaeError, match="SAE"):
         score_corpus([sae_method], tiny_model, None, concept="x", corpus=[corpus], n_snippets=8)
 
@@ -165,7 +179,7 @@ def test_engine_and_workers_leave_the_run_key(tiny_assets: dict) -> None:
 def test_unjudged_example_records_no_score() -> None:
     example = CorpusExample("a", 0.0, ["a"], [None])
     none = Relevance(np.array([NO_SCORE]), float("nan"), (float("nan"), float("nan")), "unsure")
-    record = CorpusScore(1, "k", {"m": [example]}, {"m": none}, "unsure").to_record()
+    record = CorpusScore(1, "k", {"m": [example]}, {"m": none}, "unsure", [], []).to_record()
     assert record["methods"]["m"]["mean_relevance"] is None
     assert record["methods"]["m"]["ci"] == [None, None]
     assert record["methods"]["m"]["examples"][0]["relevance"] == NO_SCORE

@@ -108,3 +108,23 @@ def test_a_few_paired_items_are_named_without_stopping_the_verdicts() -> None:
 def test_shuffled_runs_say_so_even_without_a_significant_readout() -> None:
     text = main_finding({"shuffled_labels": True}, concept([method("raw", "contrast", 0.5, 0.9)]))
     assert "Labels were shuffled" in text and "0 of 1 readouts" in text
+
+
+def test_relevance_enrichment_in_the_table_and_base_rate_in_the_figure() -> None:
+    from cogsae.report.figures import plot_concept_scores
+    from cogsae.report.markdown import methods_table
+
+    row = method("sae", "rsa_categorical", 0.8, 0.01)
+    row |= {"balanced_accuracy": 0.7, "p_value": 0.01, "stability": 0.5}
+    row |= {"relevance_enrichment": 0.9, "relevance_p": 0.004}
+    corpus = {
+        "judge": "embedding",
+        "base": {"mean_relevance": 0.4, "ci": [0.1, 0.7], "examples": [{"text": "x"}] * 10},
+        "methods": {"sae:rsa_categorical": {"mean_relevance": 1.3, "ci": [0.9, 1.7]}},
+    }
+    table = methods_table(concept([row], corpus=corpus))
+    assert table.loc[0, "relevance"] == 1.3 and table.loc[0, "enrichment"] == 0.9
+    assert table.loc[0, "p (enrich.)"] == "0.004"
+    ax = plot_concept_scores(corpus, "t").axes[0]
+    assert [line.get_xdata()[0] for line in ax.get_lines()[:1]] == [0.4]
+    assert "base rate" in ax.get_legend().get_texts()[0].get_text()
