@@ -1,9 +1,12 @@
 """Agreement of a judge with the hand-labelled calibration set, and threshold fitting.
 
-``cogsae/data/judge_calibration.yaml``: 48 texts, 3 concepts, each labelled on `RUBRIC`.
-`judge_agreement` reports Spearman rho of the judge's continuous value with the labels,
-quadratic-weighted kappa of its 0-3 scores with the fixed thresholds, and kappa with
-thresholds refitted leaving each concept out (`fit_thresholds`).
+``cogsae/data/judge_calibration.yaml``: 390 snippet-concept pairs over 12 concepts, each
+labelled on `RUBRIC` by one annotator following ``cogsae/data/relevance_rubric.md`` (48
+texts written for the file, 342 sentences of the default corpus). `judge_agreement`
+reports Spearman rho of the judge's continuous value with the labels, quadratic-weighted
+kappa of its 0-3 scores with the fixed thresholds (in-sample when the thresholds were
+fitted on this set), and the held-out kappa: thresholds refitted on the other concepts
+for each concept (`fit_thresholds`), the figure to quote.
 """
 
 from __future__ import annotations
@@ -105,14 +108,21 @@ def judge_agreement(judge: Judge, items: Sequence[CalibrationItem] | None = None
     )
 
 
-def fit_thresholds(values: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+def fit_thresholds(
+    values: np.ndarray, labels: np.ndarray, max_candidates: int = 48
+) -> tuple[float, float, float]:
     """The 3 ascending thresholds maximizing quadratic kappa of `to_rubric` with ``labels``.
 
     Exhaustive (first maximum) over non-decreasing triples of -inf, +inf and the
-    midpoints between consecutive distinct ``values`` [n], so a score may go unused;
-    kappa in closed form for 0..3 scores: 1 - sum_i (l_i - s_i)^2 / (sum_ij (l_i - s_j)^2 / n).
+    midpoints between consecutive distinct ``values`` [n], so a score may go unused; with
+    more than ``max_candidates`` distinct values, between consecutive of that many
+    quantiles of ``values`` instead (the triples grow with the cube of the candidates).
+    Kappa in closed form for 0..3 scores:
+    1 - sum_i (l_i - s_i)^2 / (sum_ij (l_i - s_j)^2 / n).
     """
     distinct = np.unique(values)
+    if distinct.size > max_candidates:
+        distinct = np.unique(np.quantile(values, np.linspace(0, 1, max_candidates)))
     candidates = [-np.inf, *((distinct[1:] + distinct[:-1]) / 2), np.inf]
     cuts = np.array(list(combinations_with_replacement(candidates, 3)))  # [m, 3]
     scores = (values[None, :, None] >= cuts[:, None, :]).sum(-1)  # [m, n]

