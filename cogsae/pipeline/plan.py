@@ -29,7 +29,7 @@ from cogsae.flags import ModelOptions, flag
 from cogsae.model import load_tokenizer, resolve_model, source_fingerprint
 from cogsae.pipeline.config import UNKEYED, RunConfig
 from cogsae.sae.io import resolve_sae_folder, sae_files_fingerprint
-from cogsae.stimuli import MIN_ITEMS_PER_LEVEL, StimulusSet, load_stimuli
+from cogsae.stimuli import StimulusSet, load_stimuli
 from cogsae.version import __version__
 
 log = logging.getLogger(__name__)
@@ -231,7 +231,8 @@ def analyses(stimuli: StimulusSet, n_splits: int) -> tuple[Analysis, ...]:
 def cv_size(stimuli: StimulusSet, factor: str, levels: tuple[str, str], requested: int) -> CVSize:
     """The largest K <= ``requested`` that leaves at least two items (groups, when the set
     has groups) of each level in every test fold: K = min(requested, floor(n / 2)) for the
-    level with the fewest, n. A level with fewer than 4 (two folds of two) is refused."""
+    level with the fewest, n. Validation (`cogsae.stimuli`) gives every level at least
+    `MIN_ITEMS_PER_LEVEL` (4) independent items or groups, so K >= 2."""
     folds = flag(RunConfig, "n_splits")
     if requested < 2:
         raise CogsaeError("need at least 2 folds", field=folds)
@@ -243,13 +244,6 @@ def cv_size(stimuli: StimulusSet, factor: str, levels: tuple[str, str], requeste
         members = np.flatnonzero(labels == value)
         counts[level] = len(members) if groups is None else len(set(groups[members]))
     level, n = min(counts.items(), key=lambda kv: kv[1])
-    if n < MIN_ITEMS_PER_LEVEL:
-        raise CogsaeError(
-            f"{factor}={level} has {n} {unit}; cross-validation needs at least "
-            f"{MIN_ITEMS_PER_LEVEL} (two folds of two){'' if groups is None else ': add groups'}",
-            path=stimuli.path,
-            field=factor if groups is None else "group",
-        )
     chosen = min(requested, n // 2)
     if chosen == requested:
         return CVSize(chosen, requested)

@@ -83,3 +83,19 @@ def test_bad_contrasts_exit_2_naming_file_line_field(
     assert result.exit_code == 2, result.output
     (line,) = [x for x in result.output.splitlines() if x.strip()]
     assert f"{path}:1 [{field}]" in line and words in line, line
+
+
+def test_three_level_secondary_factor_skips_the_glm(tiny_assets: dict, tmp_path: Path) -> None:
+    """The factorial GLM codes 2 levels per factor; a 2 x 3 design skips it with a design
+    warning instead of failing, and each factor still gets its contrast."""
+    lines = ["factors: {outcome: [gain, loss], time: [past, now, later]}", "items:"]
+    for i in range(2):
+        for outcome, verb in (("gain", "won"), ("loss", "lost")):
+            for time in ("past", "now", "later"):
+                text = f"{SUBJECTS[i]} {verb} it {time} in round {i}."
+                lines.append(f'  - {{text: "{text}", outcome: {outcome}, time: {time}}}')
+    results, report = run(tiny_assets, tmp_path, write(tmp_path, "\n".join(lines) + "\n"))
+    primary, secondary = results["concepts"]
+    assert primary["glm"] == {} and any("GLM" in w for w in primary["warnings"])
+    assert secondary["levels"] == ["past", "now"] and secondary["n_items"] == 8
+    assert any("'later'" in w for w in results["warnings"]) and "GLM needs 2 levels" in report

@@ -52,10 +52,10 @@ def test_fold_choice_counts_groups_and_refuses_only_below_the_minimum(tmp_path: 
             for i in range(12)
         ]  # 3 groups per level: no two folds of two groups
     path = write(tmp_path, "\n".join(lines) + "\n", "few.yaml")
-    with pytest.raises(CogsaeError) as err:
-        cv_size(load_stimuli(path), "condition", ("a", "b"), 5)
-    assert err.value.field == "group" and str(path) in str(err.value)
-    assert "condition=a has 3 groups" in str(err.value)
+    with pytest.raises(CogsaeError) as err:  # validate refuses it: no run could
+        load_stimuli(path)
+    assert (err.value.path, err.value.line, err.value.field) == (str(path), 3, "group")
+    assert "in 3 independent groups" in str(err.value)
 
 
 def test_small_k_interval_and_permutation_p_are_calibrated() -> None:
