@@ -46,3 +46,6 @@ METHOD_TITLES = {
     CONTRAST: "Welch-t contrast",
 }
 """Words for the selection methods in reports."""
+
+CONTRAST_KIND = "contrast"
+"""Kind of a concept entry that contrasts two levels of a factor (target vs reference)."""

@@ -164,6 +164,7 @@ def check_window_fillable(
             f"(longest item gives {valid.max()} positions); set window.size in the YAML "
             "or pass --window-size",
             path=stimuli.path,
+            line=stimuli.window_line if window.size == stimuli.window.get("size") else None,
             field="window.size",
         )
     empty = [it for it, v in zip(stimuli.items, valid, strict=True) if v == 0]

@@ -278,6 +278,7 @@ def load_model(
     dtype: str = "auto",
     device: str = "cpu",
     device_map: str | dict[str, int | str] | None = None,
+    fingerprint: str | None = None,
 ) -> LoadedModel:
     """Load a Llama-family causal LM for reading layer ``layer`` (default: the middle one).
 
@@ -293,6 +294,8 @@ def load_model(
             ``from_pretrained`` (e.g. "auto"; needs accelerate), which places the blocks
             instead of ``.to(device)``. ``device`` still names the kind of device (it
             resolves ``dtype="auto"``); ``LoadedModel.device`` is the embeddings' device.
+        fingerprint: the files' hash when the caller has it (a run's plan), else computed
+            (`source_fingerprint`).
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CogsaeError("--device cuda asked for, but torch sees no CUDA device", field="device")
@@ -320,7 +323,7 @@ def load_model(
         tokenizer=tokenizer,
         name=recorded,
         layer=layer,
-        fingerprint=source_fingerprint(name),
+        fingerprint=fingerprint or source_fingerprint(name),
     )
 
 

@@ -19,6 +19,12 @@ import numpy as np
 import yaml
 
 from cogsae.errors import CogsaeError
+from cogsae.yaml_nodes import check_fields as _check_fields
+from cogsae.yaml_nodes import int_node as _int
+from cogsae.yaml_nodes import mapping as _mapping
+from cogsae.yaml_nodes import mark_line as _mark_line
+from cogsae.yaml_nodes import sequence as _sequence
+from cogsae.yaml_nodes import string as _string
 
 MIN_ITEMS_PER_LEVEL = 4
 """A condition needs at least this many items for any cross-validated statistic."""
@@ -38,6 +44,7 @@ _TOP_FIELDS = {
     "factors",
     "items",
     "test",
+    "contrasts",
 }
 _ITEM_FIELDS = {"text", "group", "target"}
 _MODEL_FIELDS = {"name", "layer"}
@@ -80,6 +87,9 @@ class StimulusSet:
         model: optional ``{name, layer}`` suggested by the set.
         window: optional ``{align, size}`` suggested by the set.
         path: the YAML file it came from.
+        contrasts: extra pairwise contrasts (``contrasts:``) as (factor, target, reference),
+            each analysed like the declared one.
+        window_line: line of ``window:`` in the file (for errors about it), if given.
     """
 
     name: str
@@ -93,6 +103,8 @@ class StimulusSet:
     model: dict[str, Any] = field(default_factory=dict)
     window: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    contrasts: list[tuple[str, str, str]] = field(default_factory=list)
+    window_line: int | None = None
 
     @property
     def primary_factor(self) -> str:
@@ -102,14 +114,21 @@ class StimulusSet:
     def is_factorial(self) -> bool:
         return len(self.factors) > 1
 
-    def labels(self, factor: str | None = None, *, test: bool = False) -> np.ndarray:
+    def labels(
+        self,
+        factor: str | None = None,
+        *,
+        test: bool = False,
+        levels: tuple[str, str] | None = None,
+    ) -> np.ndarray:
         """[items] int: 1 for the target level, 0 for the reference level, -1 for others.
 
         For the primary factor target/reference are the set's; for another factor of a
-        factorial design, its first declared level is the target and its second the reference.
+        factorial design, its first declared level is the target and its second the reference;
+        ``levels`` (target, reference) overrides both (an extra ``contrasts:`` entry).
         """
         factor = factor or self.primary_factor
-        target, reference = self.contrast_levels(factor)
+        target, reference = levels or self.contrast_levels(factor)
         items = self.test_items if test else self.items
         level = np.array([it.levels[factor] for it in items])
         return np.where(level == target, 1, np.where(level == reference, 0, -1))
@@ -147,58 +166,6 @@ class StimulusSet:
 
 
 # --------------------------------------------------------------------------- YAML parsing
-
-
-def _mark_line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _mapping(node: yaml.Node, path: Path, what: str) -> dict[str, yaml.Node]:
-    """Keys -> value nodes of a YAML mapping node, or a CogsaeError naming ``what``."""
-    if not isinstance(node, yaml.MappingNode):
-        raise CogsaeError(f"{what} must be a mapping", path=path, line=_mark_line(node), field=what)
-    out: dict[str, yaml.Node] = {}
-    for key, value in node.value:
-        name = str(key.value)
-        if name in out:
-            raise CogsaeError(
-                f"duplicate key {name!r}", path=path, line=_mark_line(key), field=what
-            )
-        out[name] = value
-    return out
-
-
-def _sequence(node: yaml.Node, path: Path, what: str) -> list[yaml.Node]:
-    if not isinstance(node, yaml.SequenceNode):
-        raise CogsaeError(f"{what} must be a list", path=path, line=_mark_line(node), field=what)
-    return list(node.value)
-
-
-def _string(node: yaml.Node, path: Path, what: str, *, empty_ok: bool = False) -> str:
-    if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
-        raise CogsaeError("must be a string", path=path, line=_mark_line(node), field=what)
-    if not empty_ok and not node.value.strip():
-        raise CogsaeError("must not be empty", path=path, line=_mark_line(node), field=what)
-    return str(node.value)
-
-
-def _int(node: yaml.Node, path: Path, what: str) -> int:
-    if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:int":
-        raise CogsaeError("must be an integer", path=path, line=_mark_line(node), field=what)
-    return int(node.value)
-
-
-def _check_fields(
-    fields: dict[str, yaml.Node], allowed: set[str], node: yaml.Node, path: Path, what: str
-) -> None:
-    for name, value in fields.items():
-        if name not in allowed:
-            raise CogsaeError(
-                f"unknown field {name!r} (allowed: {', '.join(sorted(allowed))})",
-                path=path,
-                line=_mark_line(value),
-                field=f"{what}.{name}" if what else name,
-            )
 
 
 def _short_form(node: yaml.Node, path: Path, where: str) -> list[Item]:
@@ -342,6 +309,16 @@ def _check_items(stim: StimulusSet, path: Path, fields: dict[str, yaml.Node]) ->
                     else _mark_line(fields.get("conditions") or fields["items"]),
                     field=f"{factor}.{level}",
                 )
+            groups = {it.group for it in members if it.group is not None}
+            clusters = len(groups) + sum(it.group is None for it in members)
+            if clusters < MIN_ITEMS_PER_LEVEL:  # cross-validation keeps a group whole
+                raise CogsaeError(
+                    f"level {level!r} of {factor!r} has items in {clusters} independent "
+                    f"groups; at least {MIN_ITEMS_PER_LEVEL} needed (two folds of two)",
+                    path=path,
+                    line=members[0].line,
+                    field="group",
+                )
     seen: dict[str, int | None] = {}
     for it in stim.items + stim.test_items:
         key = " ".join(it.text.split()).lower()
@@ -410,6 +387,67 @@ def _parse_model(node: yaml.Node, path: Path) -> dict[str, Any]:
     return model
 
 
+def _parse_contrasts(node: yaml.Node, path: Path, stim: StimulusSet) -> list[tuple[str, str, str]]:
+    """``contrasts:``: a list of ``[target, reference]`` levels of the primary factor, or of
+    ``{factor: F, target: a, reference: b}`` (factor default: the primary one); a pair
+    already analysed (the declared contrasts, an earlier entry, either order) is an error."""
+    factors, primary = stim.factors, stim.primary_factor
+    seen = {frozenset((f, *stim.contrast_levels(f))) for f in factors}
+    out: list[tuple[str, str, str]] = []
+    for i, entry in enumerate(_sequence(node, path, "contrasts")):
+        what, line = f"contrasts[{i}]", _mark_line(entry)
+        if isinstance(entry, yaml.MappingNode):
+            fields = _mapping(entry, path, what)
+            _check_fields(fields, {"factor", "target", "reference"}, entry, path, what)
+            missing = [name for name in ("target", "reference") if name not in fields]
+            if missing:
+                raise CogsaeError(f"missing field {missing[0]!r}", path=path, line=line, field=what)
+            factor = (
+                _string(fields["factor"], path, f"{what}.factor") if "factor" in fields else primary
+            )
+            pair = [_string(fields[n], path, f"{what}.{n}") for n in ("target", "reference")]
+        else:
+            nodes = _sequence(entry, path, what)
+            if len(nodes) != 2:
+                raise CogsaeError(
+                    "a contrast is [target, reference] or {factor, target, reference}",
+                    path=path,
+                    line=line,
+                    field=what,
+                )
+            factor = primary
+            pair = [_string(n, path, f"{what}[{j}]") for j, n in enumerate(nodes)]
+        if factor not in factors:
+            raise CogsaeError(
+                f"unknown factor {factor!r} (factors: {', '.join(factors)})",
+                path=path,
+                line=line,
+                field=f"{what}.factor",
+            )
+        for level in pair:
+            if level not in factors[factor]:
+                raise CogsaeError(
+                    f"level {level!r} is not a level of {factor!r} {factors[factor]}",
+                    path=path,
+                    line=line,
+                    field=what,
+                )
+        if pair[0] == pair[1]:
+            raise CogsaeError(
+                f"contrasts {pair[0]!r} with itself", path=path, line=line, field=what
+            )
+        if frozenset((factor, *pair)) in seen:
+            raise CogsaeError(
+                f"{factor} {pair[0]!r} vs {pair[1]!r} is analysed already",
+                path=path,
+                line=line,
+                field=what,
+            )
+        seen.add(frozenset((factor, *pair)))
+        out.append((factor, pair[0], pair[1]))
+    return out
+
+
 def load_stimuli(path: str | Path) -> StimulusSet:
     """Read and validate a stimulus YAML file.
 
@@ -451,8 +489,11 @@ def load_stimuli(path: str | Path) -> StimulusSet:
         model=_parse_model(fields["model"], path) if "model" in fields else {},
         window=_parse_window(fields["window"], path) if "window" in fields else {},
         path=path,
+        window_line=_mark_line(fields["window"]) if "window" in fields else None,
     )
     _check_items(stim, path, fields)
+    if "contrasts" in fields:
+        stim.contrasts = _parse_contrasts(fields["contrasts"], path, stim)
     return stim
 
 

@@ -9,12 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from cogsae.model import DEFAULT_MODEL, LoadedModel, default_model_dir, load_model, load_tokenizer
 from cogsae.sae.base import SAE, SAEConfig
 from cogsae.sae.io import save_sae
 from tests.helpers import REPO, TINY_CONTEXT, TINY_LAYER, planted_set, tiny_tokenizer
+
+# Property tests (tests/test_properties.py): a few examples in CI, many with
+# `--hypothesis-profile=long` for local exploration.
+settings.register_profile("ci", max_examples=4, deadline=None, derandomize=True)
+settings.register_profile("long", max_examples=300, deadline=None)
+settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,22 @@ def test_paired_set_without_groups_is_diagnosed_end_to_end(
         finding = report.split("### Main finding")[1].split("###")[0]
         assert ("items look paired across conditions" in finding) is paired
         assert ("The highest held-out AUROC" in finding) is not paired or "No readout" in finding
+
+
+def test_minimal_set_runs_end_to_end(default_model_cache: Path, tmp_path: Path) -> None:
+    """stimuli/minimal.yaml (short form, 10 items a level, no window, no groups, no
+    description) with the README's command on the real model and SAE: a set without
+    `window:` used to crash the run, and 10 items a level were refused at 5 folds."""
+    out = tmp_path / "out"
+    options = ["--permutations", "50", "--repeats", "2", "--snippets", "0", "--k", "4"]
+    ran = CliRunner().invoke(
+        main, ["run", str(REPO / "stimuli" / "minimal.yaml"), "--output", str(out), *options]
+    )
+    assert ran.exit_code == 0, ran.output
+    directory = next(out.glob("minimal/run-*"))
+    results = json.loads((directory / "results.json").read_text())
+    (concept,) = results["concepts"]
+    assert concept["levels"] == ["happy", "sad"] and concept["cv"]["folds"] == 5
+    assert results["model"]["window"]["size"] == 13
+    assert {m["space"] for m in concept["methods"]} == {"raw", "sae", "nuisance"}
+    assert (directory / "report.html").is_file()

@@ -72,7 +72,8 @@ def test_long_form_factorial(tmp_path: Path) -> None:
 def test_project_sets_are_valid(path: Path, tokenizer) -> None:
     stim = load_stimuli(path)
     counts = np.bincount(stim.labels() + 1)
-    assert counts[1] >= 40 and counts[2] >= 40
+    least = 10 if path.stem == "minimal" else 40  # minimal.yaml: the smallest newcomer's set
+    assert counts[1] >= least and counts[2] >= least
     check_window_fillable(tokenizer, stim, Window.for_stimuli(stim))
 
 

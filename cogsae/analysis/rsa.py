@@ -175,10 +175,11 @@ def categorical_rsa(
     matrix = rdms.get_matrices()[0]
     boot = np.empty(n_bootstrap)
     for b in range(n_bootstrap):
-        idx = bootstrap_indices(labels, rng, groups)
-        same_item = idx[iu] == idx[ju]
-        data = np.where(same_item, np.nan, matrix[idx[iu], idx[ju]])
-        model_vec = np.where(same_item, np.nan, labels[idx[iu]] != labels[idx[ju]])
+        idx = bootstrap_indices(labels, rng, groups)  # groups of unequal size: any length
+        bi, bj = np.triu_indices(idx.size, k=1)
+        same_item = idx[bi] == idx[bj]
+        data = np.where(same_item, np.nan, matrix[idx[bi], idx[bj]])
+        model_vec = np.where(same_item, np.nan, labels[idx[bi]] != labels[idx[bj]])
         boot[b] = compare(data, model_vec, method=rsa_method)[0, 0]
     alpha = (1.0 - ci) / 2.0
     low, high = np.nanquantile(boot, [alpha, 1.0 - alpha]) if n_bootstrap else (np.nan, np.nan)

@@ -1,13 +1,10 @@
-"""The run's configuration: every option that determines a run, and what its hash covers."""
+"""The run's configuration: every option that determines a run, and which enter its key
+(`cogsae.pipeline.plan.RunPlan.key` hashes the resolved plan)."""
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
-from cogsae import resolve
-from cogsae._io import stable_hash
 from cogsae.constants import SELECTION_METHODS
 from cogsae.errors import CogsaeError
 from cogsae.flags import (
@@ -20,10 +17,7 @@ from cogsae.flags import (
     option,
     same_as,
 )
-from cogsae.model import dtype_name, resolve_dtype, source_fingerprint
-from cogsae.sae.io import sae_files_fingerprint
-from cogsae.stimuli import StimulusSet
-from cogsae.version import __version__
+from cogsae.model import dtype_name, resolve_dtype
 
 UNKEYED = ("output", "run_id", "device", "device_map", "engine", "workers", "figures", "stimuli")
 """RunConfig fields left out of the run key: where results go and where work runs, not
@@ -39,7 +33,7 @@ def replication_seeds(seed: int) -> tuple[int, int]:
 
 @dataclass
 class RunConfig:
-    """Everything that determines a run; its hash names the run directory.
+    """Everything that determines a run; the hash of its resolved plan names the run directory.
 
     Attributes:
         stimuli: path of the stimulus YAML.
@@ -159,23 +153,3 @@ class RunConfig:
         for name, least in (("n_permutations", 0), ("n_bootstrap", 1), ("n_repeats", 1)):
             if getattr(self, name) < least:
                 raise CogsaeError(f"must be at least {least}", field=flag(RunConfig, name))
-
-    def key(self, stimuli: StimulusSet) -> str:
-        """Hash of what produces the numbers: every option that changes results (not the
-        output location), the stimulus file's content, the model's and the SAE's files (of the
-        chosen layer's SAE, for a release folder holding one per layer)."""
-        fields = asdict(self)
-        for name in UNKEYED:
-            fields.pop(name)
-        if stimuli.path is None:
-            raise CogsaeError("a run needs a stimulus file", field="stimuli")
-        content = hashlib.sha256(Path(stimuli.path).read_bytes()).hexdigest()
-        model = source_fingerprint(self.model_name(stimuli))
-        layer = resolve.requested_layer(self.layer, stimuli.model)
-        sae = "none" if self.sae == "none" else sae_files_fingerprint(self.sae, layer)
-        return stable_hash(fields, content, model, sae, __version__, length=10)
-
-    def model_name(self, stimuli: StimulusSet) -> str:
-        """The model a run on ``stimuli`` loads (`cogsae.resolve` order)."""
-        sae = resolve.sae_config(self.sae, resolve.requested_layer(self.layer, stimuli.model))
-        return resolve.model_name(self.model, stimuli.model, sae)

@@ -19,7 +19,14 @@ from cogsae.analysis import vis
 from cogsae.analysis.contrasts import ContrastResult, GLMResult
 from cogsae.analysis.ensemble import MethodResult
 from cogsae.analysis.rsa import CategoricalRSA, DiscriminativeRSA
-from cogsae.constants import ALPHA, CONTRAST, INTERVAL, READOUT_CORRECTION, RSA_DISCRIMINATIVE
+from cogsae.constants import (
+    ALPHA,
+    CONTRAST,
+    CONTRAST_KIND,
+    INTERVAL,
+    READOUT_CORRECTION,
+    RSA_DISCRIMINATIVE,
+)
 from cogsae.pipeline.config import RunConfig
 from cogsae.stimuli import LengthCheck, StimulusSet
 
@@ -105,6 +112,10 @@ class ConceptResult:
             (cross-validation then splits pairs: no readout is crowned, no verdict drawn).
         transfer: method label -> held-out ``test:`` scores (if the set has a test section).
         corpus: method label -> corpus scan (top examples with relevance), if run.
+        kind: "contrast" (two levels, target vs reference).
+        levels: the levels whose items the analysis used (default: target, reference).
+        cv: the folds it used: n_splits, requested and why fewer (`cogsae.pipeline.plan`).
+        tag: file-name part of its tables and figures (default: the factor).
     """
 
     factor: str
@@ -124,11 +135,14 @@ class ConceptResult:
     paired_items: int = 0
     transfer: dict[str, Any] = field(default_factory=dict)
     corpus: dict[str, Any] = field(default_factory=dict)
+    kind: str = CONTRAST_KIND
+    levels: list[str] = field(default_factory=list)
+    cv: dict[str, Any] = field(default_factory=dict)
+    tag: str = ""
 
-    @property
-    def tag(self) -> str:
-        """The factor as a file-name part (the factor may be any text)."""
-        return safe_name(self.factor)
+    def __post_init__(self) -> None:
+        self.levels = self.levels or [self.target, self.reference]
+        self.tag = self.tag or safe_name(self.factor)  # the factor may be any text
 
     def q_values(self) -> tuple[list[float], list[float]]:
         """[methods] upper- and lower-tail q of every readout, corrected over the readouts."""
@@ -143,6 +157,9 @@ class ConceptResult:
         plan = self.methods[0].plan
         record: dict[str, Any] = {
             "factor": self.factor,
+            "kind": self.kind,
+            "levels": list(self.levels),
+            "tag": self.tag,
             "target": self.target,
             "reference": self.reference,
             "n_items": int(self.items.size),
@@ -159,6 +176,8 @@ class ConceptResult:
                 "repeats": plan.n_repeats,
                 "folds": plan.n_splits,
                 "test_fraction": plan.test_fraction,
+                "requested": self.cv.get("requested", plan.n_splits),
+                "reason": self.cv.get("reason", ""),
             },
             "k_curve": [
                 {
@@ -280,7 +299,8 @@ class RunResult:
         config: the `RunConfig` as a dict.
         shuffled_labels: whether labels were shuffled (a null run).
         provenance: versions, run key and stage timings.
-        concepts: one `ConceptResult.to_dict` record per factor, the primary first.
+        concepts: one `ConceptResult.to_dict` record per analysis, the primary first.
+        warnings: run-level design warnings (e.g. levels no analysis uses).
     """
 
     stimuli: dict[str, Any]
@@ -290,6 +310,7 @@ class RunResult:
     shuffled_labels: bool
     provenance: dict[str, Any]
     concepts: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)
 
     @classmethod
     def from_run(

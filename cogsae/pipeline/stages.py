@@ -8,8 +8,10 @@ baselines, paired comparisons, held-out transfer, corpus scan -> results.json (r
 Each finished stage is stored as data (`cogsae._io.save_data`: JSON + npz, checksummed,
 never pickled) in ``<run dir>/stages/`` together with the run key it was computed under;
 a run restarted with the same arguments finds the same run dir and reuses a stage only
-when its key matches. The run key hashes what produced the numbers: the stimulus file's
-content, the model's and the SAE's file hashes and every analysis option.
+when its key matches. Everything a run resolves (stimuli, fitted window, model, layer,
+SAE, folds) is resolved once by `cogsae.pipeline.plan.build_plan`; the run key hashes that
+plan: the stimulus file's content, the model's and the SAE's file hashes, the resolved
+window, layer and folds and every analysis option.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cogsae import resolve, streams
+from cogsae import streams
 from cogsae._io import (
     check_writable,
     inside,
@@ -71,17 +73,18 @@ from cogsae.constants import (
 )
 from cogsae.engine import check_engine
 from cogsae.errors import CogsaeError
-from cogsae.extract import Window, check_window_fillable, extract_activations
-from cogsae.flags import ModelOptions, flag
-from cogsae.model import LoadedModel, load_tokenizer, resolve_model
+from cogsae.extract import Window, extract_activations
+from cogsae.model import LoadedModel, load_model
 from cogsae.pipeline.config import (
     RunConfig,
     replication_seeds,
 )
 from cogsae.pipeline.corpus_stage import score_corpus
+from cogsae.pipeline.plan import Analysis, RunPlan, build_plan
 from cogsae.pipeline.results import ConceptResult, RunResult
 from cogsae.sae.base import SAE, encode_batched
-from cogsae.stimuli import StimulusSet, length_check, load_stimuli
+from cogsae.sae.io import load_sae
+from cogsae.stimuli import StimulusSet, length_check
 from cogsae.streams import Stream
 from cogsae.version import __version__
 
@@ -91,16 +94,33 @@ T = TypeVar("T")
 
 @dataclass
 class Run:
-    """A run in progress: its config, key, directory, loaded inputs and stage timings."""
+    """A run in progress: its resolved plan, directory and stage timings."""
 
-    config: RunConfig
+    plan: RunPlan
     directory: Path
-    stimuli: StimulusSet
-    window: Window
-    key: str
-    tokenizer: Any
     timings: dict[str, float] = field(default_factory=dict)
     progress: bool = True
+
+    @property
+    def config(self) -> RunConfig:
+        return self.plan.config
+
+    @property
+    def stimuli(self) -> StimulusSet:
+        return self.plan.stimuli
+
+    @property
+    def window(self) -> Window:
+        """The fitted window (always with a size)."""
+        return self.plan.window
+
+    @property
+    def key(self) -> str:
+        return self.plan.key
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.plan.tokenizer
 
     def stage(self, name: str, compute: Callable[[], T]) -> T:
         """Stage ``name`` from ``stages/name.npz`` if it was stored under this run's key,
@@ -166,74 +186,27 @@ def _claim(directory: Path, key: str) -> dict[str, float]:
 
 
 def prepare(config: RunConfig, progress: bool = True) -> Run:
-    """Validate the stimuli, options and output folder before any expensive work."""
-    stimuli = load_stimuli(config.stimuli)
-    window = Window.for_stimuli(stimuli, align=config.window_align, size=config.window_size)
-    tokenizer = load_tokenizer(config.model_name(stimuli))
-    check_window_fillable(tokenizer, stimuli, window)
-    check_options(config, stimuli, n_units(config, stimuli))
-    key = config.key(stimuli)
-    directory = run_directory(config, stimuli, key)
+    """Resolve the run once (`build_plan`: stimuli, model, SAE, window, folds) and check
+    the output folder, before any expensive work."""
+    plan = build_plan(config)
+    directory = run_directory(config, plan.stimuli, plan.key)
     check_writable(config.output, field="--output")
-    timings = _claim(directory, key)
-    return Run(config, directory, stimuli, window, key, tokenizer, timings, progress)
+    timings = _claim(directory, plan.key)
+    return Run(plan, directory, timings, progress)
 
 
-def n_units(config: RunConfig, stimuli: StimulusSet) -> dict[str, int]:
-    """Units of each space of a run (raw: the model's width; sae: its latents), read from
-    the model's config.json and the SAE's cfg.json without loading either."""
-    from transformers import AutoConfig
-
-    _, source = resolve_model(config.model_name(stimuli))
-    try:
-        width = int(AutoConfig.from_pretrained(source, local_files_only=True).hidden_size)
-    except OSError as err:
-        raise CogsaeError(
-            f"cannot read the model config: {err}", field=flag(RunConfig, "model")
-        ) from err
-    units = {"raw": width}
-    sae = resolve.sae_config(config.sae, resolve.requested_layer(config.layer, stimuli.model))
-    resolve.layer(config.layer, stimuli.model, sae)  # an SAE of another layer fails here
-    if sae is not None:
-        units["sae"] = sae.d_sae
-    return units
-
-
-def check_options(config: RunConfig, stimuli: StimulusSet, units: dict[str, int]) -> None:
-    """Refuse options the set cannot support: k above a space's units, more folds than
-    each condition can fill (every fold needs two items or groups of each condition)."""
-    space, smallest = min(units.items(), key=lambda kv: kv[1])
-    if max(config.k) > smallest:
-        raise CogsaeError(
-            f"k = {max(config.k)} is more than the {smallest} units of the {space} space",
-            field=flag(RunConfig, "k"),
-        )
-    folds = flag(RunConfig, "n_splits")
-    if config.n_splits < 2:
-        raise CogsaeError("need at least 2 folds", field=folds)
-    groups = stimuli.groups()
-    for factor in stimuli.factors:
-        labels = stimuli.labels(factor)
-        for value, level in zip((1, 0), stimuli.contrast_levels(factor), strict=True):
-            members = np.flatnonzero(labels == value)
-            n = len(members) if groups is None else len(set(groups[members]))
-            if n < 2 * config.n_splits:
-                unit = "groups" if groups is not None else "items"
-                raise CogsaeError(
-                    f"{config.n_splits} folds need at least {2 * config.n_splits} {unit} per "
-                    f"condition; {factor}={level} has {n}",
-                    path=stimuli.path,
-                    field=folds,
-                )
-
-
-def _load(run: Run) -> tuple[LoadedModel, Any]:
-    """The model and SAE of a run (SAE None when ``sae == "none"``), `cogsae.resolve`d."""
-    config = run.config
-    options = ModelOptions(
-        config.model, config.layer, config.dtype, config.device, config.device_map
+def _load(run: Run) -> tuple[LoadedModel, SAE | None]:
+    """The model and SAE of a run's plan (SAE None for no SAE), checked against each other."""
+    plan = run.plan
+    loaded = load_model(
+        plan.model,
+        layer=plan.layer,
+        dtype=plan.dtype,
+        device=plan.device,
+        device_map=plan.device_map,
+        fingerprint=plan.model_fingerprint,
     )
-    return resolve.load(options, config.sae, run.stimuli.model)
+    return loaded, None if plan.sae is None else load_sae(plan.sae, loaded)
 
 
 @torch.inference_mode()
@@ -264,9 +237,10 @@ class Contrast:
     blocks: np.ndarray | None
 
 
-def _contrast(run: Run, factor: str) -> Contrast:
-    """The contrast of ``factor``, labels shuffled (within its blocks) if the run asks."""
-    all_labels = run.stimuli.labels(factor)
+def _contrast(run: Run, analysis: Analysis) -> Contrast:
+    """The contrast of ``analysis``, labels shuffled (within its blocks) if the run asks."""
+    factor = analysis.factor
+    all_labels = run.stimuli.labels(factor, levels=analysis.levels)
     items = np.flatnonzero(all_labels >= 0)
     labels = all_labels[items]
     subset = lambda a: None if a is None else a[items]  # noqa: E731
@@ -360,19 +334,31 @@ def _verdict(row: dict[str, Any]) -> int:
 
 def analyse_concept(
     run: Run,
-    factor: str,
+    analysis: Analysis | str,
     spaces: dict[str, Activations],
     test_spaces: dict[str, Activations],
     nuisance: Activations,
 ) -> ConceptResult:
-    """All statistics of one concept (see `ConceptResult`)."""
+    """All statistics of one concept (see `ConceptResult`); ``analysis`` is one of the
+    plan's analyses, or a factor name for that factor's declared contrast."""
     config = run.config
     stimuli = run.stimuli
-    contrast = _contrast(run, factor)
+    if isinstance(analysis, str):
+        analysis = next(a for a in run.plan.analyses if a.factor == analysis and not a.extra)
+    factor, n_splits = analysis.factor, analysis.cv.n_splits
+    contrast = _contrast(run, analysis)
     items, labels, groups = contrast.items, contrast.labels, contrast.groups
-    target, reference = stimuli.contrast_levels(factor)
-    result = ConceptResult(factor, target, reference, items, labels)
+    result = ConceptResult(
+        factor, analysis.target, analysis.reference, items, labels, kind=analysis.kind
+    )
+    result.cv, result.tag = analysis.cv.to_dict(), safe_name(analysis.stage)
     result.warnings, result.paired_items = design_warnings(run, factor, contrast)
+    glm = stimuli.is_factorial and factor == stimuli.primary_factor and not analysis.extra
+    if glm and any(len(levels) != 2 for levels in stimuli.factors.values()):
+        glm = False
+        result.warnings.append(
+            "the factorial GLM needs 2 levels per factor; it is skipped for this design"
+        )
     seed = config.seed
     for space, acts in spaces.items():
         sub = acts.subset(items)
@@ -394,11 +380,11 @@ def analyse_concept(
             mask=sub.mask,
             groups=groups,
             blocks=contrast.blocks,
-            n_folds=config.n_splits,
+            n_folds=n_splits,
             n_permutations=config.n_permutations,
             seed=seed,
         )
-        if stimuli.is_factorial and factor == stimuli.primary_factor:
+        if glm:
             design = {f: np.array([it.levels[f] for it in stimuli.items]) for f in stimuli.factors}
             levels = {f: stimuli.contrast_levels(f) for f in stimuli.factors}
             result.glm[space] = factorial_glm(acts.window_mean(), design, levels=levels)
@@ -410,7 +396,7 @@ def analyse_concept(
             labels,
             groups,
             blocks=contrast.blocks,
-            n_splits=config.n_splits,
+            n_splits=n_splits,
             n_repeats=config.n_repeats,
             n_permutations=n_permutations,
             seed=plan_seed,
@@ -439,18 +425,23 @@ def analyse_concept(
         compare(result.methods, checks), [compare(r, checks) for r in replicates]
     )
     if test_spaces and factor == stimuli.primary_factor:
-        result.transfer = _transfer(run, factor, result.methods, test_spaces)
+        result.transfer = _transfer(run, analysis, result.methods, test_spaces)
     return result
 
 
 def _transfer(
-    run: Run, factor: str, methods: list[MethodResult], test_spaces: dict[str, Activations]
+    run: Run, analysis: Analysis, methods: list[MethodResult], test_spaces: dict[str, Activations]
 ) -> dict[str, Any]:
-    """Final ensembles scored on the held-out ``test:`` items."""
+    """Final ensembles scored on the held-out ``test:`` items of the analysis' two levels."""
     from cogsae.analysis.transfer import transfer_score
 
-    labels = run.stimuli.labels(factor, test=True)
+    labels = run.stimuli.labels(analysis.factor, test=True, levels=analysis.levels)
+    keep = np.flatnonzero(labels >= 0)
+    if keep.size == 0 or len(set(labels[keep])) < 2:
+        return {}
     groups = run.stimuli.groups(test=True)
+    labels, groups = labels[keep], None if groups is None else groups[keep]
+    test_spaces = {space: acts.subset(keep) for space, acts in test_spaces.items()}
     return {
         result.label: transfer_score(
             result.model,
@@ -495,12 +486,12 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     nuisance = nuisance_activations(run.stimuli, run.tokenizer, run.window)
     concepts = [
         run.stage(
-            f"concept-{safe_name(factor)}",
-            lambda factor=factor: analyse_concept(
-                run, factor, spaces["items"], spaces.get("test", {}), nuisance
+            f"concept-{safe_name(analysis.stage)}",
+            lambda analysis=analysis: analyse_concept(
+                run, analysis, spaces["items"], spaces.get("test", {}), nuisance
             ),
         )
-        for factor in run.stimuli.factors  # the primary factor first
+        for analysis in run.plan.analyses  # the primary factor first
     ]
     if config.n_snippets > 0 and config.shuffle_labels is None:
         primary = concepts[0]
@@ -515,6 +506,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     }
     lengths = length_check(run.stimuli, run.tokenizer)
     result = RunResult.from_run(run.stimuli, config, spaces["items"], concepts, provenance, lengths)
+    result.warnings = list(run.plan.warnings)
     for concept in concepts:
         concept.write_tables(run.directory / "tables")
         if config.figures:

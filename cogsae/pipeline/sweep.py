@@ -197,13 +197,12 @@ def preextract(runs: list[Run], *, progress: bool = True) -> None:
     pass per batch, into the per-layer activation cache the cells then read."""
     groups: dict[tuple[Any, ...], list[Run]] = {}
     for run in runs:
-        config = run.config
-        model = config.model_name(run.stimuli)
-        what = (config.stimuli, model, config.dtype, config.device, config.device_map, run.window)
+        plan = run.plan
+        what = (plan.content, plan.model, plan.dtype, plan.device, plan.device_map, plan.window)
         groups.setdefault(what, []).append(run)
     models: dict[tuple[Any, ...], Any] = {}
     for (_, *placement, window), members in groups.items():
-        layers = sorted({run.config.layer for run in members})
+        layers = sorted({run.plan.layer for run in members})
         name, dtype, device, device_map = key = tuple(placement)
         if key not in models:
             models[key] = load_model(name, dtype=dtype, device=device, device_map=device_map)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cogsae._io import safe_name
 from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
+from cogsae.report.tables import concept_tag
 
 
 def _fmt_p(p: float) -> str:
@@ -190,6 +190,26 @@ def _design_table(stimuli: dict[str, Any]) -> pd.DataFrame:
     return frame.rename(columns={"tokens_mean": "tokens (mean)", "tokens_sd": "tokens (sd)"})
 
 
+def analyses_lines(results: dict[str, Any]) -> list[str]:
+    """Which items each analysis used (its levels, item count and folds), a line per fold
+    count lowered for a small set, and the run's design warnings (e.g. unused levels)."""
+    rows = [
+        {
+            "analysis": f"{c['target']} vs {c['reference']}",
+            "kind": c.get("kind", "contrast"),
+            "factor": c["factor"],
+            "levels used": ", ".join(c.get("levels", [c["target"], c["reference"]])),
+            "items": c["n_items"],
+            "folds": c["cv"]["folds"],
+        }
+        for c in results["concepts"]
+    ]
+    lines = ["Analyses and the items they use:", "", markdown_table(pd.DataFrame(rows)), ""]
+    lines += [f"Folds: {c['cv']['reason']}." for c in results["concepts"] if c["cv"].get("reason")]
+    lines += [f"> **Design warning:** {w}\n" for w in results.get("warnings", [])]
+    return [*lines, ""] if len(lines) > 4 else lines
+
+
 def render_markdown(directory: Path, results: dict[str, Any]) -> str:
     """report.md from results.json (figures referenced by relative path)."""
     stim = results["stimuli"]
@@ -209,12 +229,13 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         "",
         markdown_table(_design_table(stim)),
         "",
+        *analyses_lines(results),
         f"Token length by condition: {stim['length_test']['test']} = "
         f"{stim['length_test']['statistic']:.2f}, p = {_fmt_p(stim['length_test']['p'])}.",
         "",
     ]
     for concept in results["concepts"]:
-        tag = safe_name(concept["factor"])
+        tag = concept_tag(concept)
         lines += [
             f"## Concept: {concept['target']} vs {concept['reference']} "
             f"(factor `{concept['factor']}`)",

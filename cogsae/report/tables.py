@@ -13,6 +13,12 @@ _BULKY = ("null_aurocs", "final_model", "fold_units", "fold_aurocs")
 """Method-record fields left out of the methods table (arrays; they stay in results.json)."""
 
 
+def concept_tag(record: dict[str, Any]) -> str:
+    """File-name part of a concept's tables and figures (its ``tag``; older results: the
+    factor made safe, since a factor may be any text)."""
+    return record.get("tag") or safe_name(record["factor"])
+
+
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
     """``frame`` as CSV at ``path`` (atomically, 6 significant digits)."""
     with atomic_path(path) as tmp:
@@ -23,7 +29,7 @@ def write_tables(folder: Path, results: dict[str, Any]) -> None:
     """methods_, comparisons_, confound_ and auroc_vs_k_ tables of every concept."""
     folder.mkdir(parents=True, exist_ok=True)
     for record in results["concepts"]:
-        tag = safe_name(record["factor"])  # a file-name part; the factor may be any text
+        tag = concept_tag(record)
         methods = [{k: v for k, v in m.items() if k not in _BULKY} for m in record["methods"]]
         write_csv(pd.DataFrame(methods), folder / f"methods_{tag}.csv")
         write_csv(pd.DataFrame(record["comparisons"]), folder / f"comparisons_{tag}.csv")

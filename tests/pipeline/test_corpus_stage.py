@@ -19,8 +19,8 @@ from cogsae.judges import NO_SCORE, Relevance, ThresholdJudge, to_rubric
 from cogsae.model import LoadedModel
 from cogsae.pipeline import RunConfig
 from cogsae.pipeline.corpus_stage import CorpusExample, CorpusScore, score_corpus, top_examples
+from cogsae.pipeline.plan import build_plan
 from cogsae.sae.base import SAE, SAEConfig
-from cogsae.stimuli import load_stimuli
 from tests.helpers import linear, snippet_corpus
 
 
@@ -171,9 +171,8 @@ def test_score_corpus_on_ray_records_the_local_examples(
 
 
 def test_engine_and_workers_leave_the_run_key(tiny_assets: dict) -> None:
-    stimuli = load_stimuli(tiny_assets["stimuli"])
     base = RunConfig(tiny_assets["stimuli"], model=tiny_assets["model"], sae="none")
-    assert replace(base, engine="ray", workers=3).key(stimuli) == base.key(stimuli)
+    assert build_plan(replace(base, engine="ray", workers=3)).key == build_plan(base).key
 
 
 def test_unjudged_example_records_no_score() -> None:
