@@ -18,8 +18,16 @@ from cogsae.activations import Activations
 from cogsae.analysis import vis
 from cogsae.analysis.contrasts import ContrastResult, GLMResult
 from cogsae.analysis.ensemble import MethodResult
+from cogsae.analysis.omnibus import AnovaResult
 from cogsae.analysis.rsa import CategoricalRSA, DiscriminativeRSA
-from cogsae.constants import ALPHA, CONTRAST, INTERVAL, READOUT_CORRECTION, RSA_DISCRIMINATIVE
+from cogsae.constants import (
+    ALPHA,
+    CONTRAST,
+    CONTRAST_KIND,
+    INTERVAL,
+    READOUT_CORRECTION,
+    RSA_DISCRIMINATIVE,
+)
 from cogsae.pipeline.config import RunConfig
 from cogsae.stimuli import LengthCheck, StimulusSet
 
@@ -98,6 +106,10 @@ class ConceptResult:
             (cross-validation then splits pairs: no readout is crowned, no verdict drawn).
         transfer: method label -> held-out ``test:`` scores (if the set has a test section).
         corpus: method label -> corpus scan (top examples with relevance), if run.
+        kind: "contrast" (target vs reference) or "omnibus" (every level of a factor with
+            3 or more levels; ``labels`` are then level indices into ``levels``).
+        levels: the levels the entry analyses (empty: target and reference).
+        anova: space -> per-unit Welch ANOVA over all levels (omnibus entries).
     """
 
     factor: str
@@ -117,6 +129,9 @@ class ConceptResult:
     paired_items: int = 0
     transfer: dict[str, Any] = field(default_factory=dict)
     corpus: dict[str, Any] = field(default_factory=dict)
+    kind: str = CONTRAST_KIND
+    levels: list[str] = field(default_factory=list)
+    anova: dict[str, AnovaResult] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -138,6 +153,8 @@ class ConceptResult:
             "factor": self.factor,
             "target": self.target,
             "reference": self.reference,
+            "kind": self.kind,
+            "levels": self.levels or [self.target, self.reference],
             "n_items": int(self.items.size),
             "n_target": int((self.labels == 1).sum()),
             "warnings": self.warnings,
@@ -176,6 +193,10 @@ class ConceptResult:
             "transfer": self.transfer,
             "corpus": self.corpus,
         }
+        if self.anova:
+            counts = np.bincount(self.labels, minlength=len(self.levels)).tolist()
+            record["n_per_level"] = dict(zip(self.levels, counts, strict=True))
+            record["anova"] = {space: _anova_record(a) for space, a in self.anova.items()}
         return record
 
     def _rsa_record(self, space: str) -> dict[str, Any]:
@@ -206,6 +227,8 @@ class ConceptResult:
             _csv(con.to_frame(), folder / f"contrasts_{self.tag}_{space}.csv")
         for space, glm in self.glm.items():
             _csv(glm.to_frame(), folder / f"glm_{space}.csv")
+        for space, anova in self.anova.items():
+            _csv(anova.to_frame(), folder / f"anova_{self.tag}_{space}.csv")
 
     def write_figures(self, folder: Path, spaces: dict[str, Activations]) -> None:
         """PNGs that need the live results: volcano, RDM heatmap and the position profile
@@ -256,6 +279,29 @@ def _contrast_record(con: ContrastResult) -> dict[str, Any]:
                 "q": float(con.q[u]),
                 "g": float(con.g[u]),
                 "auroc": float(con.auroc[u]),
+            }
+            for u in order
+        ],
+    }
+
+
+def _anova_record(anova: AnovaResult) -> dict[str, Any]:
+    """Unit counts and the 10 strongest active units of one space's omnibus ANOVA."""
+    order = np.argsort(np.where(anova.active, anova.p, np.inf), kind="stable")[:10]
+    return {
+        "test": "Welch one-way ANOVA",
+        "unit_of_analysis": anova.unit_of_analysis,
+        "n_observations": anova.n_observations,
+        "n_units": int(anova.F.size),
+        "n_active": int(anova.active.sum()),
+        "n_q05": int(np.nansum(anova.q < ALPHA)),
+        "top": [
+            {
+                "unit": int(u),
+                "F": float(anova.F[u]),
+                "df2": float(anova.df2[u]),
+                "q": float(anova.q[u]),
+                "level_means": anova.level_means[:, u].tolist(),
             }
             for u in order
         ],

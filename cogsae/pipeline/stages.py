@@ -502,6 +502,15 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         )
         for factor in run.stimuli.factors  # the primary factor first
     ]
+    from cogsae.pipeline.omnibus_stage import analyse_omnibus, omnibus_factors  # imports stages
+
+    concepts += [
+        run.stage(
+            f"omnibus-{safe_name(factor)}",
+            lambda factor=factor: analyse_omnibus(run, factor, spaces["items"], nuisance),
+        )
+        for factor in omnibus_factors(run.stimuli)
+    ]
     if config.n_snippets > 0 and config.shuffle_labels is None:
         primary = concepts[0]
         primary.corpus = run.stage("corpus", lambda: _corpus_stage(run, primary, *model_and_sae()))
