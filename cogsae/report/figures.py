@@ -14,8 +14,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from cogsae._io import atomic_path, safe_name
+from cogsae._io import atomic_path
 from cogsae.constants import ALPHA
+from cogsae.report.omnibus import concept_name, record_tag
 
 SPACE_COLORS = {"sae": "#1b9e77", "raw": "#7570b3"}
 
@@ -130,8 +131,8 @@ def write_figures(folder: Path, results: dict[str, Any]) -> None:
     """AUROC, null, AUROC-vs-k and corpus-relevance PNGs of every concept."""
     folder.mkdir(parents=True, exist_ok=True)
     for record in results["concepts"]:
-        tag = safe_name(record["factor"])  # a file-name part; the factor may be any text
-        name = f"{record['target']} vs {record['reference']}"
+        tag = record_tag(record)  # a file-name part; the factor may be any text
+        name = concept_name(record)
         save_png(plot_method_aurocs(record["methods"], name), folder / f"auroc_{tag}.png")
         save_png(
             plot_nulls(record["methods"], f"permutation nulls: {name}"), folder / f"nulls_{tag}.png"

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cogsae._io import safe_name
 from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
+from cogsae.report.omnibus import is_omnibus, omnibus_section
 
 
 def _fmt_p(p: float) -> str:
@@ -206,6 +207,9 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         "",
     ]
     for concept in results["concepts"]:
+        if is_omnibus(concept):
+            lines += omnibus_section(concept, methods_table(concept), markdown_table, figures)
+            continue
         tag = safe_name(concept["factor"])
         lines += [
             f"## Concept: {concept['target']} vs {concept['reference']} "
