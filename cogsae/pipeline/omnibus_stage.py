@@ -11,6 +11,8 @@ on two other partitions, as for two-level readouts (``cogsae.analysis.omnibus``)
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from cogsae import streams
@@ -27,19 +29,28 @@ from cogsae.analysis.omnibus import (
     omnibus_anova,
 )
 from cogsae.analysis.resampling import permutation_blocks, permute_labels
-from cogsae.constants import CONFOUND, OMNIBUS, OMNIBUS_PERMUTATIONS
-from cogsae.pipeline.config import replication_seeds
-from cogsae.pipeline.results import ConceptResult
-from cogsae.pipeline.stages import (
-    Contrast,
-    Run,
-    _with_stability,
-    comparison_pairs,
-    confound_pairs,
-    design_warnings,
+from cogsae.constants import (
+    CONFOUND,
+    DENSE_L2,
+    MAX_ACTIVATION,
+    OMNIBUS,
+    OMNIBUS_PERMUTATIONS,
+    RANDOM,
+    RSA_CATEGORICAL,
 )
+from cogsae.pipeline.config import RunConfig, replication_seeds
+from cogsae.pipeline.results import ConceptResult
+from cogsae.pipeline.verdicts import Contrast, confound_pairs, design_warnings, with_stability
 from cogsae.stimuli import StimulusSet
 from cogsae.streams import Stream
+
+
+class RunInputs(Protocol):
+    """What the omnibus stage reads of a run in progress (``cogsae.pipeline.stages.Run``)."""
+
+    config: RunConfig
+    stimuli: StimulusSet
+    progress: bool
 
 
 def omnibus_factors(stimuli: StimulusSet) -> list[str]:
@@ -47,7 +58,7 @@ def omnibus_factors(stimuli: StimulusSet) -> list[str]:
     return [factor for factor, levels in stimuli.factors.items() if len(levels) >= 3]
 
 
-def level_contrast(run: Run, factor: str) -> Contrast:
+def level_contrast(run: RunInputs, factor: str) -> Contrast:
     """Every item of the set with its level index of ``factor`` (declaration order) as its
     label, shuffled within the permutation blocks when the run shuffles labels."""
     stimuli = run.stimuli
@@ -61,6 +72,19 @@ def level_contrast(run: Run, factor: str) -> Contrast:
     return Contrast(np.arange(labels.size), labels, groups, blocks)
 
 
+def omnibus_pairs(spaces: list[str]) -> list[tuple[str, str]]:
+    """The paired comparisons of an omnibus entry: SAE vs raw for every selector; in each
+    space categorical RSA vs max-activation and every selector vs k random units; every
+    selector of every space vs the raw dense probe."""
+    pairs: list[tuple[str, str]] = []
+    if "sae" in spaces:
+        pairs += [(f"sae:{m}", f"raw:{m}") for m in LEVEL_SCORES]
+    for space in spaces:
+        pairs.append((f"{space}:{RSA_CATEGORICAL}", f"{space}:{MAX_ACTIVATION}"))
+        pairs += [(f"{space}:{m}", f"{space}:{RANDOM}") for m in LEVEL_SCORES]
+    return pairs + [(f"{space}:{m}", f"raw:{DENSE_L2}") for space in spaces for m in LEVEL_SCORES]
+
+
 def _readouts(space: str, k: int) -> list[LevelReadout]:
     """The omnibus readouts of ``space``: every selector and k random units; raw: the probe."""
     chosen: list[LevelReadout] = [LevelSelectedL1(method, k) for method in OMNIBUS_METHODS]
@@ -68,7 +92,7 @@ def _readouts(space: str, k: int) -> list[LevelReadout]:
 
 
 def _evaluate_all(
-    run: Run, spaces: dict[str, Activations], nuisance: Activations, plan: CVPlan
+    run: RunInputs, spaces: dict[str, Activations], nuisance: Activations, plan: CVPlan
 ) -> list[MethodResult]:
     """Every omnibus readout of every space, and the confound baseline, on one plan."""
     k, progress = run.config.k[0], run.progress
@@ -80,7 +104,7 @@ def _evaluate_all(
 
 
 def analyse_omnibus(
-    run: Run, factor: str, spaces: dict[str, Activations], nuisance: Activations
+    run: RunInputs, factor: str, spaces: dict[str, Activations], nuisance: Activations
 ) -> ConceptResult:
     """The omnibus concept entry of ``factor`` (3 or more levels; see the module doc)."""
     config, stimuli = run.config, run.stimuli
@@ -91,7 +115,7 @@ def analyse_omnibus(
     result = ConceptResult(
         factor, target, reference, contrast.items, labels, kind=OMNIBUS, levels=levels
     )
-    result.warnings, result.paired_items = design_warnings(run, factor, contrast)
+    result.warnings, result.paired_items = design_warnings(stimuli, factor, contrast)
     for space, acts in spaces.items():
         result.anova[space] = omnibus_anova(acts.window_mean(), labels, levels, groups=groups)
 
@@ -113,12 +137,12 @@ def analyse_omnibus(
         _evaluate_all(run, spaces, nuisance, plan_for(0, again))
         for again in replication_seeds(config.seed)
     ]
-    pairs = comparison_pairs(list(spaces), tuple(LEVEL_SCORES))
-    result.comparisons = _with_stability(
+    pairs = omnibus_pairs(list(spaces))
+    result.comparisons = with_stability(
         compare(result.methods, pairs), [compare(r, pairs) for r in replicates]
     )
     checks = confound_pairs([m.label for m in result.methods])
-    result.confound = _with_stability(
+    result.confound = with_stability(
         compare(result.methods, checks), [compare(r, checks) for r in replicates]
     )
     return result
