@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from cogsae._io import safe_name
-from cogsae.constants import ALPHA, CONFOUND, OMNIBUS
+from cogsae.constants import ALPHA, CONFOUND, OMNIBUS, PAIRED_SHARE
 
 
 def is_omnibus(record: dict[str, Any]) -> bool:
@@ -48,8 +48,21 @@ def anova_table(record: dict[str, Any]) -> pd.DataFrame:
 
 
 def _finding(record: dict[str, Any]) -> str:
-    """One sentence on the readouts: how many beat chance, the best and the confound."""
+    """One sentence on the readouts: how many beat chance, the best and the confound; none
+    is crowned when items look paired without groups or a readout is below chance (the
+    two-level report's rules)."""
     methods = [m for m in record["methods"] if m["method"] != CONFOUND]
+    if record.get("paired_items", 0) >= PAIRED_SHARE * record["n_items"]:
+        return (
+            f"{record['paired_items']} items look paired across levels but the set gives no "
+            "groups, so held-out scores are biased: no readout is crowned and no verdict drawn."
+        )
+    below = [m for m in methods if m.get("below_chance")]
+    if below:
+        return (
+            f"{len(below)} of {len(methods)} readouts scored significantly below chance "
+            "(items that belong together split across folds?): no verdict is drawn."
+        )
     confound = next((m for m in record["methods"] if m["method"] == CONFOUND), None)
     above = [m for m in methods if m["p_corrected"] < ALPHA and m["auroc"] > 0.5]
     best = max(above or methods, key=lambda m: m["auroc"])
