@@ -24,7 +24,7 @@ p-values in both tails test the readout against chance; a readout far below chan
 signals paired items split across folds.
 
 The CV plan and its training-set batches are in ``cogsae.analysis.cv``, the batched
-solvers in ``cogsae.analysis.solvers``.
+solvers in ``cogsae.analysis.solvers``, the permutation loop in ``cogsae.analysis.nulls``.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from tests.helpers import run_config, three_level_set
 
 @pytest.fixture(scope="module")
 def three_level_run(tiny_assets: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of the three-level set, run twice: the second reuses every stage."""
     folder = tmp_path_factory.mktemp("three")
     config = run_config(
         {**tiny_assets, "stimuli": three_level_set(folder)},
@@ -26,6 +27,9 @@ def three_level_run(tiny_assets: dict, tmp_path_factory: pytest.TempPathFactory)
         figures=False,
     )
     directory = execute(config, progress=False)
+    first = (directory / "results.json").read_text()
+    assert execute(config, progress=False) == directory  # the stored omnibus stage reloads
+    assert (directory / "results.json").read_text() == first
     write_report(directory)
     return directory
 
