@@ -28,6 +28,14 @@ DIFF_MEANS = "diff_means"
 """Name of the difference-of-means baseline readout on all units (no selection)."""
 DENSE_L2 = "dense_l2"
 """Name of the dense L2 logistic baseline readout on all units (no selection)."""
+ANOVA_F = "anova_f"
+"""Name of the omnibus selector by per-unit Welch F over all levels of a factor."""
+CONTRAST_KIND = "contrast"
+"""Kind of a concept entry that contrasts two levels (target vs reference)."""
+OMNIBUS = "omnibus"
+"""Kind of a concept entry that analyses every level of a factor with 3 or more levels."""
+OMNIBUS_PERMUTATIONS = 200
+"""Most label permutations of an omnibus readout (L fits per training set cost L times more)."""
 
 SELECTION_METHODS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL, MAX_ACTIVATION, CONTRAST)
 """The selection methods a run compares by default (each also against ``RANDOM``)."""

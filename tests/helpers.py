@@ -68,6 +68,24 @@ def planted_set(folder: Path) -> Path:
     return path
 
 
+NEUTRAL = ["saw", "watched", "noted", "met"]
+
+
+def three_level_set(folder: Path, per_level: int = 20) -> Path:
+    """A short-form set of three levels (gain / neutral / loss verbs) read in a window on the
+    verb, so even a random model's activations tell the levels apart."""
+    lines = ["name: three", "concept: outcome", "window: {align: target, size: 2}"]
+    lines += ["factors: {outcome: [gain, neutral, loss]}", "items:"]
+    for level, verbs in (("gain", GAIN), ("neutral", NEUTRAL), ("loss", LOSS)):
+        for i in range(per_level):
+            verb = verbs[i % 4]
+            text = f"{SUBJECTS[i % 6]} {verb} {OBJECTS[(i // 6 + i) % 6]} in week {i}."
+            lines.append(f'  - {{text: "{text}", outcome: {level}, target: "{verb}"}}')
+    path = folder / "three.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run_config(assets: dict, output: Path, **overrides) -> RunConfig:
     options = {
         "stimuli": str(assets["stimuli"]),

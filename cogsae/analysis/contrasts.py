@@ -249,19 +249,20 @@ class ContrastResult:
 
 
 def group_condition_means(
-    means: np.ndarray, labels: np.ndarray, groups: np.ndarray
+    means: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_levels: int = 2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Average the items of each (group, condition) cell.
 
     Returns cell means [cells, units], their labels [cells] and group index [cells]; cells
-    are sorted by group, then condition (reference before target).
+    are sorted by group, then condition (reference before target; with ``n_levels``
+    conditions 0 .. n_levels - 1, by level index).
     """
     _, group_index = np.unique(groups, return_inverse=True)
-    cells, cell_of_item = np.unique(group_index * 2 + labels, return_inverse=True)
+    cells, cell_of_item = np.unique(group_index * n_levels + labels, return_inverse=True)
     onehot = np.zeros((len(cells), len(labels)))
     onehot[cell_of_item, np.arange(len(labels))] = 1.0
     onehot /= onehot.sum(axis=1, keepdims=True)
-    return onehot @ means, (cells % 2).astype(np.int8), cells // 2
+    return onehot @ means, (cells % n_levels).astype(np.int8), cells // n_levels
 
 
 def paired_t(d: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,8 @@ class CVPlan:
     to permuted labels (which is what makes the permutation p-value exact).
 
     Attributes:
-        labels: [items] int, 1 = target condition, 0 = reference (observed).
+        labels: [items] int, 1 = target condition, 0 = reference (observed); with
+            ``n_levels`` > 2 the level index 0 .. n_levels - 1 of each item.
         groups: [items] group of each item (items of a group are not independent), or None.
         n_splits: outer folds per repeat.
         labels_perm: [1 + n_permutations, items] int, row 0 == ``labels``.
@@ -51,6 +52,7 @@ class CVPlan:
     labels_perm: np.ndarray
     fold_ids: np.ndarray
     seed: int
+    n_levels: int = 2
 
     @property
     def n_items(self) -> int:
@@ -87,8 +89,13 @@ def make_plan(
     n_repeats: int = 10,
     n_permutations: int = 1000,
     seed: int = 0,
+    n_levels: int = 2,
 ) -> CVPlan:
     """Repeated stratified (group) k-fold and label permutations for ``labels`` [items].
+
+    ``labels`` are 1 target / 0 reference, or with ``n_levels`` > 2 level indices
+    0 .. n_levels - 1 (an omnibus analysis): folds then stratify by level and every training
+    set and test fold must hold every level.
 
     Folds: clusters (groups, else items) are dealt to folds by sklearn's StratifiedKFold
     on their stratum (label, or "mixed" for groups holding both conditions), so a group
@@ -105,7 +112,7 @@ def make_plan(
     (smallest p 1/1001, so corrections over ~15 readouts can reject); :func:`evaluate`
     stops early for readouts whose both tails are clearly null.
     """
-    labels = check_labels(labels, len(labels)).astype(np.int64)
+    labels = check_levels(labels, n_levels)
     if groups is not None:
         groups = np.asarray(groups)
         if groups.shape != labels.shape:
@@ -125,9 +132,27 @@ def make_plan(
         + [permute_labels(labels, perm_rng, groups, blocks=blocks) for _ in range(n_permutations)]
     )
     fold_seeds = rng(seed, Stream.FOLDS).integers(2**31 - 1, size=n_repeats)
-    fold_ids = np.stack([_fold_ids(lab, clusters, n_splits, fold_seeds) for lab in labels_perm])
-    _check_folds(labels_perm, fold_ids, n_splits)
-    return CVPlan(labels, groups, n_splits, labels_perm, fold_ids, seed)
+    fold_ids = np.stack(
+        [_fold_ids(lab, clusters, n_splits, fold_seeds, n_levels) for lab in labels_perm]
+    )
+    _check_folds(labels_perm, fold_ids, n_splits, n_levels)
+    return CVPlan(labels, groups, n_splits, labels_perm, fold_ids, seed, n_levels)
+
+
+def check_levels(labels: np.ndarray, n_levels: int = 2) -> np.ndarray:
+    """Validate labels [items] as int64: 0/1 (``check_labels``) for two levels, else level
+    indices 0 .. n_levels - 1 with at least 2 items each."""
+    if n_levels == 2:
+        return check_labels(labels, len(labels)).astype(np.int64)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.isin(labels, np.arange(n_levels)).all():
+        raise CogsaeError(f"labels must be level indices 0 .. {n_levels - 1}", field="labels")
+    counts = np.bincount(labels.astype(np.int64), minlength=n_levels)
+    if counts.min() < 2:
+        raise CogsaeError(
+            f"each level needs at least 2 items, got {counts.tolist()}", field="labels"
+        )
+    return labels.astype(np.int64)
 
 
 def _clusters(n_items: int, groups: np.ndarray | None) -> np.ndarray:
@@ -137,18 +162,21 @@ def _clusters(n_items: int, groups: np.ndarray | None) -> np.ndarray:
     return np.unique(groups, return_inverse=True)[1].ravel()
 
 
-def _cluster_strata(labels: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """[n_clusters] stratum of each cluster: its label if label-pure, else 2 (mixed)."""
-    size = np.bincount(clusters)
-    pos = np.bincount(clusters, weights=labels)
-    return np.where(pos == 0, 0, np.where(pos == size, 1, 2))
+def _cluster_strata(labels: np.ndarray, clusters: np.ndarray, n_levels: int = 2) -> np.ndarray:
+    """[n_clusters] stratum of each cluster: its label if label-pure, else n_levels (mixed)."""
+    n_clusters = int(clusters.max()) + 1
+    lowest = np.full(n_clusters, n_levels)
+    highest = np.full(n_clusters, -1)
+    np.minimum.at(lowest, clusters, labels)
+    np.maximum.at(highest, clusters, labels)
+    return np.where(lowest == highest, lowest, n_levels)
 
 
 def _fold_ids(
-    labels: np.ndarray, clusters: np.ndarray, n_splits: int, seeds: np.ndarray
+    labels: np.ndarray, clusters: np.ndarray, n_splits: int, seeds: np.ndarray, n_levels: int
 ) -> np.ndarray:
     """[repeats, items] test-fold index of each item, clusters stratified by their stratum."""
-    strata = _cluster_strata(labels, clusters)
+    strata = _cluster_strata(labels, clusters, n_levels)
     out = np.empty((seeds.size, labels.size), dtype=np.int64)
     cluster_fold = np.empty(strata.size, dtype=np.int64)
     for r, seed in enumerate(seeds):
@@ -159,16 +187,16 @@ def _fold_ids(
     return out
 
 
-def _check_folds(labels_perm: np.ndarray, fold_ids: np.ndarray, n_splits: int) -> None:
-    """Every training set needs both conditions, every test fold too (for its AUROC)."""
+def _check_folds(
+    labels_perm: np.ndarray, fold_ids: np.ndarray, n_splits: int, n_levels: int = 2
+) -> None:
+    """Every training set needs every condition, every test fold too (for its AUROC)."""
     for labels, ids in zip(labels_perm, fold_ids, strict=True):
         for fold in ids:
-            n_test = np.bincount(fold, minlength=n_splits)
-            pos_test = np.bincount(fold, weights=labels, minlength=n_splits)
-            pos_train = labels.sum() - pos_test
-            train_ok = (pos_train > 0) & (pos_train < labels.size - n_test)
-            test_ok = (pos_test > 0) & (pos_test < n_test)
-            if not (train_ok.all() and test_ok.all()):
+            cells = fold * n_levels + labels
+            test = np.bincount(cells, minlength=n_splits * n_levels).reshape(n_splits, n_levels)
+            train = test.sum(axis=0) - test
+            if not ((test > 0).all() and (train > 0).all()):
                 raise CogsaeError(
                     "a fold lacks one condition; use fewer folds or more items/groups",
                     field="--folds",

@@ -24,14 +24,12 @@ p-values in both tails test the readout against chance; a readout far below chan
 signals paired items split across folds.
 
 The CV plan and its training-set batches are in ``cogsae.analysis.cv``, the batched
-solvers in ``cogsae.analysis.solvers``.
+solvers in ``cogsae.analysis.solvers``, the permutation loop in ``cogsae.analysis.nulls``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Protocol
@@ -40,12 +38,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
-from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from cogsae.activations import Activations
 from cogsae.analysis.contrasts import average_ranks
 from cogsae.analysis.cv import CVPlan, FoldSets
+from cogsae.analysis.nulls import TIE as _TIE
+from cogsae.analysis.nulls import mean_jaccard as _mean_jaccard
+from cogsae.analysis.nulls import permutation_nulls
+from cogsae.analysis.nulls import sequential_p as _sequential_p
 from cogsae.analysis.selection import (
     SELECTORS,
     WINDOW_MEAN_SCORES,
@@ -57,8 +57,6 @@ from cogsae.analysis.solvers import fit_kernel_logistic, fit_l1_logistic, weight
 from cogsae.constants import DENSE_L2, DIFF_MEANS, RANDOM
 from cogsae.errors import CogsaeError
 
-# Statistics computed on permuted data count as ">= observed" within this float tolerance.
-_TIE = 1e-12
 # Memory budget of one batch of training sets (bytes of one [sets, units] float64 array x 10).
 _BATCH_BYTES = 2**27
 _INFERENCE = "corrected repeated-CV t (Nadeau & Bengio 2003)"
@@ -402,16 +400,6 @@ class MethodResult:
         return f"{self.space}:{self.method}"
 
 
-def _sequential_p(exceed: np.ndarray, h: int | None) -> float:
-    """Besag-Clifford p of one tail from the 0/1 exceedance sequence of the nulls run:
-    h / L when the h-th exceedance came at permutation L, else
-    (1 + exceedances) / (1 + permutations run)."""
-    counts = np.cumsum(exceed)
-    if h is not None and counts.size and counts[-1] >= h:
-        return h / (int(np.searchsorted(counts, h)) + 1)
-    return (1 + int(counts[-1] if counts.size else 0)) / (1 + counts.size)
-
-
 def evaluate(
     readouts: Sequence[ReadoutProcedure],
     acts: Activations,
@@ -445,11 +433,6 @@ def evaluate(
 
     width = max(data.means.shape[1], plan.n_items)
     per_batch = int(np.clip(_BATCH_BYTES // (8 * width * n_folds), 1, 100))
-    nulls: list[list[float]] = [[] for _ in readouts]
-    active = np.ones(len(readouts), dtype=bool)
-    bar = tqdm(total=plan.n_permutations, desc=f"permutations [{acts.space}]", disable=not progress)
-    b = 1
-    workers = len(os.sched_getaffinity(0))
 
     def null_aurocs(sets: FoldSets, running: np.ndarray) -> list[np.ndarray]:
         """Held-out fold AUROCs [sets] of every running readout on these sets."""
@@ -459,34 +442,20 @@ def evaluate(
             out.append(fold_scores(models.decisions(data.means), sets.train, sets.labels)[0])
         return out
 
-    # Chunks of a batch run in parallel threads (numpy releases the GIL), one BLAS thread each.
-    with ThreadPoolExecutor(workers) as pool, threadpool_limits(1):
-        while b <= plan.n_permutations and active.any():
-            perms = range(b, min(plan.n_permutations, b + per_batch - 1) + 1)
-            running = np.flatnonzero(active)
-            chunks = FoldSets.of(plan, perms).split(workers)
-            parts = list(pool.map(null_aurocs, chunks, [running] * len(chunks)))
-            for j, i in enumerate(running):
-                auc = np.concatenate([part[j] for part in parts])
-                nulls[i].extend(auc.reshape(len(perms), n_folds).mean(axis=1).tolist())
-                if stop_after is None:
-                    continue
-                null = np.asarray(nulls[i])
-                high = np.cumsum(null >= statistic[i] - _TIE)
-                low = np.cumsum(null <= statistic[i] + _TIE)
-                done = np.flatnonzero((high >= stop_after) & (low >= stop_after))
-                if done.size:
-                    del nulls[i][int(done[0]) + 1 :]
-                    active[i] = False
-            bar.update(len(perms))
-            bar.set_postfix(active=int(active.sum()))
-            b = perms.stop
-    bar.close()
+    nulls = permutation_nulls(
+        plan,
+        statistic,
+        null_aurocs,
+        per_batch=per_batch,
+        stop_after=stop_after,
+        progress=progress,
+        desc=f"permutations [{acts.space}]",
+    )
 
     final_sets = FoldSets.everything(plan)
     results = []
     for i, readout in enumerate(readouts):
-        null = np.asarray(nulls[i])
+        null = nulls[i]
         p_upper = _sequential_p(null >= statistic[i] - _TIE, stop_after)
         p_lower = _sequential_p(null <= statistic[i] + _TIE, stop_after)
         auc, bacc = observed[i]
@@ -521,13 +490,6 @@ def evaluate(
             )
         )
     return results
-
-
-def _mean_jaccard(unit_sets: list[np.ndarray]) -> float:
-    """Mean pairwise Jaccard index of the unit sets (1 = the same units in every fold)."""
-    sets = [set(units.tolist()) for units in unit_sets]
-    pairs = [len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :] if a | b]
-    return float(np.mean(pairs)) if pairs else 1.0
 
 
 def compare(

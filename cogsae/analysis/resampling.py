@@ -105,7 +105,7 @@ def _permute_within_blocks(
         members = np.column_stack([block, groups]).astype(str)
         unit = np.unique(members, axis=0, return_inverse=True)[1].ravel()
     n_units = int(unit.max()) + 1
-    lowest = np.ones(n_units, dtype=labels.dtype)
+    lowest = np.full(n_units, labels.max(), dtype=labels.dtype)  # any number of levels
     highest = np.zeros(n_units, dtype=labels.dtype)
     np.minimum.at(lowest, unit, labels)
     np.maximum.at(highest, unit, labels)

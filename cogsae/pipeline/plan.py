@@ -22,7 +22,7 @@ import numpy as np
 
 from cogsae import resolve
 from cogsae._io import stable_hash
-from cogsae.constants import CONTRAST_KIND
+from cogsae.constants import CONTRAST_KIND, OMNIBUS
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, check_window_fillable
 from cogsae.flags import ModelOptions, flag
@@ -58,14 +58,16 @@ class CVSize:
 
 @dataclass(frozen=True)
 class Analysis:
-    """One concept entry of a run: a factor's contrast of two levels.
+    """One concept entry of a run: a factor's contrast of two levels, or the omnibus
+    analysis of every level of a factor with 3 or more.
 
     Attributes:
         factor: the design factor.
-        target, reference: the contrasted levels.
-        kind: "contrast" (two levels, target vs reference).
+        target, reference: the contrasted levels (an omnibus entry: the declared ones).
         cv: the outer folds it uses.
+        kind: "contrast" (two levels, target vs reference) or "omnibus" (all levels).
         extra: True for an entry of the set's ``contrasts:`` field.
+        all_levels: every level of the factor, for an omnibus entry (else empty).
     """
 
     factor: str
@@ -74,14 +76,18 @@ class Analysis:
     cv: CVSize
     kind: str = CONTRAST_KIND
     extra: bool = False
+    all_levels: tuple[str, ...] = ()
 
     @property
-    def levels(self) -> tuple[str, str]:
-        return self.target, self.reference
+    def levels(self) -> tuple[str, ...]:
+        return self.all_levels or (self.target, self.reference)
 
     @property
     def stage(self) -> str:
-        """Its stage and file-name part: the factor, plus the levels for an extra contrast."""
+        """Its stage and file-name part: the factor, plus the levels for an extra contrast
+        or "-omnibus" for an omnibus entry."""
+        if self.kind == OMNIBUS:
+            return f"{self.factor}-omnibus"
         return f"{self.factor}-{self.target}-vs-{self.reference}" if self.extra else self.factor
 
 
@@ -222,26 +228,38 @@ def analyses(stimuli: StimulusSet, n_splits: int) -> tuple[Analysis, ...]:
     primary factor first), then the set's extra ``contrasts:``, each with its folds."""
     specs = [(f, *stimuli.contrast_levels(f), False) for f in stimuli.factors]
     specs += [(*c, True) for c in stimuli.contrasts]
-    return tuple(
+    chosen = [
         Analysis(f, t, r, cv_size(stimuli, f, (t, r), n_splits), extra=extra)
         for f, t, r, extra in specs
-    )
+    ]
+    chosen += [
+        Analysis(
+            f,
+            *stimuli.contrast_levels(f),
+            cv_size(stimuli, f, tuple(levels), n_splits),
+            kind=OMNIBUS,
+            all_levels=tuple(levels),
+        )
+        for f, levels in stimuli.factors.items()
+        if len(levels) >= 3
+    ]
+    return tuple(chosen)
 
 
-def cv_size(stimuli: StimulusSet, factor: str, levels: tuple[str, str], requested: int) -> CVSize:
+def cv_size(stimuli: StimulusSet, factor: str, levels: tuple[str, ...], requested: int) -> CVSize:
     """The largest K <= ``requested`` that leaves at least two items (groups, when the set
-    has groups) of each level in every test fold: K = min(requested, floor(n / 2)) for the
-    level with the fewest, n. Validation (`cogsae.stimuli`) gives every level at least
+    has groups) of each of ``levels`` in every test fold: K = min(requested, floor(n / 2))
+    for the level with the fewest, n. Validation (`cogsae.stimuli`) gives every level at least
     `MIN_ITEMS_PER_LEVEL` (4) independent items or groups, so K >= 2."""
     folds = flag(RunConfig, "n_splits")
     if requested < 2:
         raise CogsaeError("need at least 2 folds", field=folds)
-    labels = stimuli.labels(factor, levels=levels)
+    of_item = np.array([it.levels[factor] for it in stimuli.items])
     groups = stimuli.groups()
     unit = "items" if groups is None else "groups"
     counts = {}
-    for value, level in zip((1, 0), levels, strict=True):
-        members = np.flatnonzero(labels == value)
+    for level in levels:
+        members = np.flatnonzero(of_item == level)
         counts[level] = len(members) if groups is None else len(set(groups[members]))
     level, n = min(counts.items(), key=lambda kv: kv[1])
     chosen = min(requested, n // 2)

@@ -18,12 +18,14 @@ from cogsae.activations import Activations
 from cogsae.analysis import vis
 from cogsae.analysis.contrasts import ContrastResult, GLMResult
 from cogsae.analysis.ensemble import MethodResult
+from cogsae.analysis.omnibus import AnovaResult
 from cogsae.analysis.rsa import CategoricalRSA, DiscriminativeRSA
 from cogsae.constants import (
     ALPHA,
     CONTRAST,
     CONTRAST_KIND,
     INTERVAL,
+    OMNIBUS,
     READOUT_CORRECTION,
     RSA_DISCRIMINATIVE,
 )
@@ -112,10 +114,13 @@ class ConceptResult:
             (cross-validation then splits pairs: no readout is crowned, no verdict drawn).
         transfer: method label -> held-out ``test:`` scores (if the set has a test section).
         corpus: method label -> corpus scan (top examples with relevance), if run.
-        kind: "contrast" (two levels, target vs reference).
+        kind: "contrast" (target vs reference) or "omnibus" (every level of a factor with
+            3 or more levels; ``labels`` are then level indices into ``levels``).
         levels: the levels whose items the analysis used (default: target, reference).
         cv: the folds it used: n_splits, requested and why fewer (`cogsae.pipeline.plan`).
-        tag: file-name part of its tables and figures (default: the factor).
+        tag: file-name part of its tables and figures (default: the factor, with
+            "-omnibus" for an omnibus entry).
+        anova: space -> per-unit Welch ANOVA over all levels (omnibus entries).
     """
 
     factor: str
@@ -139,10 +144,12 @@ class ConceptResult:
     levels: list[str] = field(default_factory=list)
     cv: dict[str, Any] = field(default_factory=dict)
     tag: str = ""
+    anova: dict[str, AnovaResult] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.levels = self.levels or [self.target, self.reference]
-        self.tag = self.tag or safe_name(self.factor)  # the factor may be any text
+        omnibus = "-omnibus" if self.kind == OMNIBUS else ""
+        self.tag = self.tag or safe_name(self.factor + omnibus)  # the factor may be any text
 
     def q_values(self) -> tuple[list[float], list[float]]:
         """[methods] upper- and lower-tail q of every readout, corrected over the readouts."""
@@ -202,6 +209,10 @@ class ConceptResult:
             "transfer": self.transfer,
             "corpus": self.corpus,
         }
+        if self.anova:
+            counts = np.bincount(self.labels, minlength=len(self.levels)).tolist()
+            record["n_per_level"] = dict(zip(self.levels, counts, strict=True))
+            record["anova"] = {space: _anova_record(a) for space, a in self.anova.items()}
         return record
 
     def _rsa_record(self, space: str) -> dict[str, Any]:
@@ -232,6 +243,8 @@ class ConceptResult:
             _csv(con.to_frame(), folder / f"contrasts_{self.tag}_{space}.csv")
         for space, glm in self.glm.items():
             _csv(glm.to_frame(), folder / f"glm_{space}.csv")
+        for space, anova in self.anova.items():
+            _csv(anova.to_frame(), folder / f"anova_{self.tag}_{space}.csv")
 
     def write_figures(self, folder: Path, spaces: dict[str, Activations]) -> None:
         """PNGs that need the live results: volcano, RDM heatmap and the position profile
@@ -282,6 +295,29 @@ def _contrast_record(con: ContrastResult) -> dict[str, Any]:
                 "q": float(con.q[u]),
                 "g": float(con.g[u]),
                 "auroc": float(con.auroc[u]),
+            }
+            for u in order
+        ],
+    }
+
+
+def _anova_record(anova: AnovaResult) -> dict[str, Any]:
+    """Unit counts and the 10 strongest active units of one space's omnibus ANOVA."""
+    order = np.argsort(np.where(anova.active, anova.p, np.inf), kind="stable")[:10]
+    return {
+        "test": "Welch one-way ANOVA",
+        "unit_of_analysis": anova.unit_of_analysis,
+        "n_observations": anova.n_observations,
+        "n_units": int(anova.F.size),
+        "n_active": int(anova.active.sum()),
+        "n_q05": int(np.nansum(anova.q < ALPHA)),
+        "top": [
+            {
+                "unit": int(u),
+                "F": float(anova.F[u]),
+                "df2": float(anova.df2[u]),
+                "q": float(anova.q[u]),
+                "level_means": anova.level_means[:, u].tolist(),
             }
             for u in order
         ],

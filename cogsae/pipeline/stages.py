@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-import pandas as pd
 import torch
 
 from cogsae import streams
@@ -41,11 +40,10 @@ from cogsae._io import (
 from cogsae.activations import Activations
 from cogsae.analysis.contrasts import (
     factorial_glm,
-    groups_warning,
     univariate_contrast,
 )
 from cogsae.analysis.cv import make_plan
-from cogsae.analysis.design import NUISANCE_NAMES, find_pairs, nuisance_features
+from cogsae.analysis.design import NUISANCE_NAMES, nuisance_features
 from cogsae.analysis.ensemble import (
     CVPlan,
     DenseL2,
@@ -61,12 +59,11 @@ from cogsae.analysis.rsa import (
     discriminative_rsa,
 )
 from cogsae.constants import (
-    ALPHA,
     CONFOUND,
-    CONFOUND_LABEL,
     DENSE_L2,
     MAX_ACTIVATION,
     NUISANCE,
+    OMNIBUS,
     RANDOM,
     RSA_CATEGORICAL,
     RSA_DISCRIMINATIVE,
@@ -80,8 +77,10 @@ from cogsae.pipeline.config import (
     replication_seeds,
 )
 from cogsae.pipeline.corpus_stage import score_corpus
+from cogsae.pipeline.omnibus_stage import analyse_omnibus
 from cogsae.pipeline.plan import Analysis, RunPlan, build_plan
 from cogsae.pipeline.results import ConceptResult, RunResult
+from cogsae.pipeline.verdicts import Contrast, confound_pairs, design_warnings, with_stability
 from cogsae.sae.base import SAE, encode_batched
 from cogsae.sae.io import load_sae
 from cogsae.stimuli import StimulusSet, length_check
@@ -220,23 +219,6 @@ def encode_activations(raw: Activations, sae: SAE, batch_size: int = 4096) -> Ac
     return Activations(out, raw.mask, "sae", raw.tokens, {**raw.meta, "space": "sae"})
 
 
-@dataclass
-class Contrast:
-    """The items of one concept's contrast and how they may be permuted.
-
-    Attributes:
-        items: [n] indices of the items in the contrast (other levels left out).
-        labels: [n] 1 target / 0 reference (shuffled when the run shuffles labels).
-        groups: [n] item groups, or None.
-        blocks: [n] permutation blocks (factorial designs: template x other factors), or None.
-    """
-
-    items: np.ndarray
-    labels: np.ndarray
-    groups: np.ndarray | None
-    blocks: np.ndarray | None
-
-
 def _contrast(run: Run, analysis: Analysis) -> Contrast:
     """The contrast of ``analysis``, labels shuffled (within its blocks) if the run asks."""
     factor = analysis.factor
@@ -281,21 +263,6 @@ def comparison_pairs(spaces: list[str], methods: tuple[str, ...]) -> list[tuple[
     return pairs
 
 
-def confound_pairs(labels: list[str]) -> list[tuple[str, str]]:
-    """Every readout against the confound baseline (its own Holm family)."""
-    return [(label, CONFOUND_LABEL) for label in labels if label != CONFOUND_LABEL]
-
-
-def design_warnings(run: Run, factor: str, contrast: Contrast) -> tuple[list[str], int]:
-    """Design problems that can make a report confidently wrong, in words, and the number of
-    items that look paired across conditions although the set gives no groups."""
-    if contrast.groups is None:
-        pairing = find_pairs(run.stimuli, factor)
-        return ([pairing.message()] if pairing.n_paired else []), pairing.n_paired
-    message = groups_warning(contrast.labels, contrast.groups)
-    return ([message] if message else []), 0
-
-
 def _evaluate_all(
     run: Run,
     spaces: dict[str, Activations],
@@ -316,22 +283,6 @@ def _evaluate_all(
     return results
 
 
-def _with_stability(main: pd.DataFrame, replicates: list[pd.DataFrame]) -> list[dict[str, Any]]:
-    """Comparison records, each marked ``stable`` when every replication partition reaches
-    the same verdict: significant (corrected p < 0.05) in the same direction, or not."""
-    records = main.to_dict("records")
-    again = [table.to_dict("records") for table in replicates]
-    for i, row in enumerate(records):
-        row["replication_p_corrected"] = [rows[i]["p_corrected"] for rows in again]
-        row["stable"] = all(_verdict(row) == _verdict(rows[i]) for rows in again)
-    return records
-
-
-def _verdict(row: dict[str, Any]) -> int:
-    """+1 / -1 for a significant difference in that direction, 0 for none."""
-    return int(np.sign(row["diff"])) if row["p_corrected"] < ALPHA else 0
-
-
 def analyse_concept(
     run: Run,
     analysis: Analysis | str,
@@ -344,7 +295,11 @@ def analyse_concept(
     config = run.config
     stimuli = run.stimuli
     if isinstance(analysis, str):
-        analysis = next(a for a in run.plan.analyses if a.factor == analysis and not a.extra)
+        analysis = next(
+            a
+            for a in run.plan.analyses
+            if a.factor == analysis and not a.extra and a.kind != OMNIBUS
+        )
     factor, n_splits = analysis.factor, analysis.cv.n_splits
     contrast = _contrast(run, analysis)
     items, labels, groups = contrast.items, contrast.labels, contrast.groups
@@ -352,7 +307,7 @@ def analyse_concept(
         factor, analysis.target, analysis.reference, items, labels, kind=analysis.kind
     )
     result.cv, result.tag = analysis.cv.to_dict(), safe_name(analysis.stage)
-    result.warnings, result.paired_items = design_warnings(run, factor, contrast)
+    result.warnings, result.paired_items = design_warnings(run.stimuli, factor, contrast)
     glm = stimuli.is_factorial and factor == stimuli.primary_factor and not analysis.extra
     if glm and any(len(levels) != 2 for levels in stimuli.factors.values()):
         glm = False
@@ -417,11 +372,11 @@ def analyse_concept(
         for again in replication_seeds(seed)
     ]
     pairs = comparison_pairs(list(spaces), config.methods)
-    result.comparisons = _with_stability(
+    result.comparisons = with_stability(
         compare(result.methods, pairs), [compare(r, pairs) for r in replicates]
     )
     checks = confound_pairs([m.label for m in result.methods])
-    result.confound = _with_stability(
+    result.confound = with_stability(
         compare(result.methods, checks), [compare(r, checks) for r in replicates]
     )
     if test_spaces and factor == stimuli.primary_factor:
@@ -484,14 +439,15 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
 
     spaces = run.stage("activations", extract_stage)
     nuisance = nuisance_activations(run.stimuli, run.tokenizer, run.window)
+
+    def analyse(analysis: Analysis) -> ConceptResult:
+        if analysis.kind == OMNIBUS:
+            return analyse_omnibus(run, analysis, spaces["items"], nuisance)
+        return analyse_concept(run, analysis, spaces["items"], spaces.get("test", {}), nuisance)
+
     concepts = [
-        run.stage(
-            f"concept-{safe_name(analysis.stage)}",
-            lambda analysis=analysis: analyse_concept(
-                run, analysis, spaces["items"], spaces.get("test", {}), nuisance
-            ),
-        )
-        for analysis in run.plan.analyses  # the primary factor first
+        run.stage(f"concept-{safe_name(analysis.stage)}", lambda a=analysis: analyse(a))
+        for analysis in run.plan.analyses  # the primary factor first, omnibus entries last
     ]
     if config.n_snippets > 0 and config.shuffle_labels is None:
         primary = concepts[0]

@@ -19,6 +19,7 @@ from cogsae.errors import CogsaeError
 from cogsae.report.figures import plot_combined, save_png, write_figures
 from cogsae.report.html import render_html, write_pages
 from cogsae.report.markdown import main_finding, markdown_table, methods_table, render_markdown
+from cogsae.report.omnibus import concept_name
 from cogsae.report.tables import write_csv, write_tables
 
 __all__ = [
@@ -79,7 +80,7 @@ def combine_reports(directories: list[Path], output: Path) -> Path:
                 rows.append(
                     {
                         "set": results["stimuli"]["name"],
-                        "concept": f"{concept['target']} vs {concept['reference']}",
+                        "concept": concept_name(concept),
                         "readout": f"{m['space']}:{m['method']}",
                         "auroc": m["auroc"],
                         "q": m["p_corrected"],

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from cogsae._io import atomic_path
 from cogsae.constants import ALPHA
-from cogsae.report.tables import concept_tag
+from cogsae.report.omnibus import concept_name, record_tag
 
 SPACE_COLORS = {"sae": "#1b9e77", "raw": "#7570b3"}
 
@@ -142,8 +142,8 @@ def write_figures(folder: Path, results: dict[str, Any]) -> None:
     """AUROC, null, AUROC-vs-k and corpus-relevance PNGs of every concept."""
     folder.mkdir(parents=True, exist_ok=True)
     for record in results["concepts"]:
-        tag = concept_tag(record)
-        name = f"{record['target']} vs {record['reference']}"
+        tag = record_tag(record)  # a file-name part; the factor may be any text
+        name = concept_name(record)
         save_png(plot_method_aurocs(record["methods"], name), folder / f"auroc_{tag}.png")
         save_png(
             plot_nulls(record["methods"], f"permutation nulls: {name}"), folder / f"nulls_{tag}.png"

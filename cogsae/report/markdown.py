@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
-from cogsae.report.tables import concept_tag
+from cogsae.report.omnibus import is_omnibus, omnibus_section, record_tag
 
 
 def _fmt_p(p: float) -> str:
@@ -235,7 +235,10 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
         "",
     ]
     for concept in results["concepts"]:
-        tag = concept_tag(concept)
+        if is_omnibus(concept):
+            lines += omnibus_section(concept, methods_table(concept), markdown_table, figures)
+            continue
+        tag = record_tag(concept)
         lines += [
             f"## Concept: {concept['target']} vs {concept['reference']} "
             f"(factor `{concept['factor']}`)",

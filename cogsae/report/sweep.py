@@ -21,6 +21,7 @@ from cogsae.report import load_results, read_json
 from cogsae.report.figures import save_png
 from cogsae.report.html import write_pages
 from cogsae.report.markdown import markdown_table
+from cogsae.report.omnibus import concept_name
 from cogsae.report.tables import write_csv
 
 SWEEP_MANIFEST = "sweep.json"
@@ -52,7 +53,7 @@ def sweep_records(directory: Path) -> pd.DataFrame:
                 rows.append(
                     {
                         "set": results["stimuli"]["name"],
-                        "concept": f"{concept['target']} vs {concept['reference']}",
+                        "concept": concept_name(concept),
                         "layer": results["model"]["layer"],
                         "seed": results["config"]["seed"],
                         "space": m["space"],

@@ -7,16 +7,11 @@ from typing import Any
 
 import pandas as pd
 
-from cogsae._io import atomic_path, safe_name
+from cogsae._io import atomic_path
+from cogsae.report.omnibus import record_tag
 
 _BULKY = ("null_aurocs", "final_model", "fold_units", "fold_aurocs")
 """Method-record fields left out of the methods table (arrays; they stay in results.json)."""
-
-
-def concept_tag(record: dict[str, Any]) -> str:
-    """File-name part of a concept's tables and figures (its ``tag``; older results: the
-    factor made safe, since a factor may be any text)."""
-    return record.get("tag") or safe_name(record["factor"])
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
@@ -29,7 +24,7 @@ def write_tables(folder: Path, results: dict[str, Any]) -> None:
     """methods_, comparisons_, confound_ and auroc_vs_k_ tables of every concept."""
     folder.mkdir(parents=True, exist_ok=True)
     for record in results["concepts"]:
-        tag = concept_tag(record)
+        tag = record_tag(record)  # a file-name part; the factor may be any text
         methods = [{k: v for k, v in m.items() if k not in _BULKY} for m in record["methods"]]
         write_csv(pd.DataFrame(methods), folder / f"methods_{tag}.csv")
         write_csv(pd.DataFrame(record["comparisons"]), folder / f"comparisons_{tag}.csv")

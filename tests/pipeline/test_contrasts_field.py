@@ -36,26 +36,25 @@ def run(tiny_assets: dict, folder: Path, path: Path) -> tuple[dict, str]:
     return results, (directory / "report.md").read_text()
 
 
-def test_unused_level_is_named_in_results_and_report(tiny_assets: dict, tmp_path: Path) -> None:
-    """A third level used to be dropped silently (only `validate`'s design line hinted)."""
+def test_every_level_is_analysed(tiny_assets: dict, tmp_path: Path) -> None:
+    """A third level used to be dropped silently (only `validate`'s design line hinted):
+    now the declared contrast is joined by an omnibus entry over all three levels."""
     results, report = run(tiny_assets, tmp_path, three_levels(tmp_path))
-    (concept,) = results["concepts"]
-    assert concept["kind"] == "contrast" and concept["levels"] == ["positive", "neutral"]
-    assert concept["n_items"] == 16
-    (warning,) = results["warnings"]
+    contrast, omnibus = results["concepts"]
+    assert contrast["kind"] == "contrast" and contrast["levels"] == ["positive", "neutral"]
+    assert contrast["n_items"] == 16
+    assert omnibus["kind"] == "omnibus"
+    assert omnibus["levels"] == ["positive", "neutral", "negative"]
+    assert omnibus["n_items"] == 24
+    assert results["warnings"] == []  # no level is left unused
+    assert "levels used" in report
+
+
+def test_unused_level_warning_names_the_level() -> None:
+    from cogsae.pipeline.plan import unused_warning
+
+    warning = unused_warning("valence", ["negative"])
     assert "'negative'" in warning and "no analysis" in warning
-    assert warning in report and "levels used" in report
-
-
-def test_contrasts_field_adds_concept_entries(tiny_assets: dict, tmp_path: Path) -> None:
-    path = three_levels(tmp_path, "contrasts: [[negative, neutral], [positive, negative]]")
-    results, report = run(tiny_assets, tmp_path, path)
-    levels = [c["levels"] for c in results["concepts"]]
-    assert levels == [["positive", "neutral"], ["negative", "neutral"], ["positive", "negative"]]
-    assert {c["kind"] for c in results["concepts"]} == {"contrast"}
-    assert len({c["tag"] for c in results["concepts"]}) == 3  # tables and figures apart
-    assert results["warnings"] == []
-    assert "## Concept: negative vs neutral" in report
 
 
 @pytest.mark.parametrize(
@@ -87,7 +86,8 @@ def test_bad_contrasts_exit_2_naming_file_line_field(
 
 def test_three_level_secondary_factor_skips_the_glm(tiny_assets: dict, tmp_path: Path) -> None:
     """The factorial GLM codes 2 levels per factor; a 2 x 3 design skips it with a design
-    warning instead of failing, and each factor still gets its contrast."""
+    warning instead of failing, each factor still gets its contrast and the 3-level factor
+    its omnibus entry."""
     lines = ["factors: {outcome: [gain, loss], time: [past, now, later]}", "items:"]
     for i in range(2):
         for outcome, verb in (("gain", "won"), ("loss", "lost")):
@@ -95,7 +95,8 @@ def test_three_level_secondary_factor_skips_the_glm(tiny_assets: dict, tmp_path:
                 text = f"{SUBJECTS[i]} {verb} it {time} in round {i}."
                 lines.append(f'  - {{text: "{text}", outcome: {outcome}, time: {time}}}')
     results, report = run(tiny_assets, tmp_path, write(tmp_path, "\n".join(lines) + "\n"))
-    primary, secondary = results["concepts"]
+    primary, secondary, omnibus = results["concepts"]
     assert primary["glm"] == {} and any("GLM" in w for w in primary["warnings"])
     assert secondary["levels"] == ["past", "now"] and secondary["n_items"] == 8
-    assert any("'later'" in w for w in results["warnings"]) and "GLM needs 2 levels" in report
+    assert omnibus["levels"] == ["past", "now", "later"] and omnibus["n_items"] == 12
+    assert "GLM needs 2 levels" in report
