@@ -117,19 +117,24 @@ def bench(
     if not configs:
         raise CogsaeError("a bench needs at least one stimulus set", field="SETS")
     runs = [prepare(config, progress=False) for config in configs]
+    names = [run.stimuli.name for run in runs]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise CogsaeError(f"two sets are named {twice}: a concept must have one name", field="SETS")
     output = Path(configs[0].output)
     bench_id = "bench-" + stable_hash([run.key for run in runs], length=10)
     folder = inside(output, Path("bench") / bench_id, field="--output")
     manifest = _manifest(bench_id, runs, output, checked)
     write_json(folder / BENCH_MANIFEST, manifest)
-    directories = run_all(runs, engine=checked, progress=progress)
-    for entry, directory in zip(manifest["runs"], directories, strict=True):
+    results = []
+    for entry, directory in zip(
+        manifest["runs"], run_all(runs, engine=checked, progress=progress), strict=True
+    ):
         if finish is not None:
             finish(directory)
-        entry["done"] = True
-    results = [json.loads((d / "results.json").read_text()) for d in directories]
-    for entry, result in zip(manifest["runs"], results, strict=True):
-        entry.update(model=result["model"]["model"], layer=result["model"]["layer"])
+        results.append(json.loads((directory / "results.json").read_text()))
+        model = results[-1]["model"]
+        entry.update(done=True, model=model["model"], layer=model["layer"])
     manifest.update(summarize(results, seed=configs[0].seed, n_boot=configs[0].n_bootstrap))
     write_json(folder / BENCH_MANIFEST, manifest)
     return folder
@@ -185,10 +190,6 @@ def concept_records(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     },
                 }
             )
-    labels = [r["concept"] for r in records]
-    twice = sorted({x for x in labels if labels.count(x) > 1})
-    if twice:
-        raise CogsaeError(f"two runs of the same concept(s) {twice}: bench each set once")
     return records
 
 

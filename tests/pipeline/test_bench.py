@@ -12,7 +12,13 @@ from click.testing import CliRunner
 from cogsae.analysis.pooling import paired_difference
 from cogsae.cli import main
 from cogsae.errors import CogsaeError
-from cogsae.pipeline.bench import BENCH_MANIFEST, bench_configs, bench_sets, claim_pairs
+from cogsae.pipeline.bench import (
+    BENCH_MANIFEST,
+    bench_configs,
+    bench_sets,
+    claim_pairs,
+    summarize,
+)
 from cogsae.pipeline.bench import bench as run_bench
 from tests.helpers import TINY_LAYER, planted_factorial_set, run_config
 
@@ -113,6 +119,10 @@ def test_bench_sets_and_claims(tmp_path: Path) -> None:
     assert bench_sets([str(tmp_path), one]) == [str(tmp_path / "a.yaml"), one]
     with pytest.raises(CogsaeError, match="no such"):
         bench_sets([str(tmp_path / "missing.yaml")])
+    missing = CliRunner().invoke(main, ["bench", str(tmp_path / "missing.yaml")])
+    last = missing.output.splitlines()[-1]
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    assert last.startswith("error:") and "no such stimulus file" in last
     (tmp_path / "empty").mkdir()
     with pytest.raises(CogsaeError, match=r"no \*\.yaml"):
         bench_sets([str(tmp_path / "empty")])
@@ -122,3 +132,53 @@ def test_bench_sets_and_claims(tmp_path: Path) -> None:
         ("raw:rsa_categorical_vs_dense_l2", "raw:rsa_categorical", "raw:dense_l2"),
         ("raw:max_activation_vs_dense_l2", "raw:max_activation", "raw:dense_l2"),
     ]
+
+
+def fake_concept(factor: str, aurocs: dict[str, float], kind: str | None = None) -> dict:
+    """A results.json concept entry: per readout label its AUROC, 2 x 5 fold AUROCs
+    spread around it (one fold off, so the variance is positive)."""
+    methods = []
+    for i, (label, auroc) in enumerate(aurocs.items()):
+        space, method = label.split(":")
+        folds = np.full((2, 5), auroc)
+        folds[0, i % 5] += 0.01 * (i + 1)
+        methods.append(
+            {"space": space, "method": method, "auroc": float(folds.mean()), "fold_aurocs": folds}
+        )
+    entry = {"factor": factor, "target": "a", "reference": "b", "n_items": 40}
+    entry |= {"cv": {"test_fraction": 0.2}, "methods": methods}
+    return entry | ({"kind": kind} if kind else {})
+
+
+def test_summarize_keeps_omnibus_apart_and_skips_missing_readouts() -> None:
+    binary = {"sae:contrast": 0.9, "raw:contrast": 0.8, "raw:dense_l2": 0.95}
+    results = [
+        {"stimuli": {"name": "one"}, "concepts": [fake_concept("f", binary)]},
+        {
+            "stimuli": {"name": "two"},
+            "concepts": [
+                fake_concept("f", {"sae:contrast": 0.7, "raw:dense_l2": 0.6}),  # no raw:contrast
+                fake_concept("g", {"sae:contrast": 0.6, "raw:contrast": 0.7}, kind="omnibus"),
+            ],
+        },
+    ]
+    summary = summarize(results, seed=0, n_boot=99)
+    assert [c["concept"] for c in summary["concepts"]] == ["one/f", "two/f", "two/g (omnibus)"]
+    readouts = {r["readout"]: r["n_concepts"] for r in summary["readouts"]}
+    assert readouts == {
+        "sae:contrast": 2,
+        "raw:contrast": 1,
+        "raw:dense_l2": 2,
+        "sae:contrast (omnibus)": 1,
+        "raw:contrast (omnibus)": 1,
+    }
+    claims = {c["claim"]: c for c in summary["claims"]}
+    sae_raw = claims["sae_vs_raw:contrast"]  # one/f and the omnibus entry; two/f lacks raw
+    assert [c["concept"] for c in sae_raw["concepts"]] == ["one/f", "two/g (omnibus)"]
+    assert sae_raw["concepts"][1]["kind"] == "omnibus"
+    assert sae_raw["n_concepts"] == 2 and sae_raw["effect"] is not None
+    assert claims["sae:contrast_vs_dense_l2"]["n_concepts"] == 2
+    assert summary["readouts"][0]["ci_low"] is None  # two concepts: no bootstrap interval
+    loco = next(r for r in summary["axbench"]["rows"] if r["method"] == "SAE")
+    assert loco["n_concepts"] == 2 and loco["mean_auroc"] == pytest.approx(0.8, abs=0.01)
+    json.dumps(summary, allow_nan=False)  # undefined numbers are null, not NaN
