@@ -50,8 +50,9 @@ def time_bench(sets: list[str], base: RunConfig, engine: str, output: Path) -> d
 def show(record: dict, engine: str) -> None:
     """Print the engine's total, each set's time and the pooled claims."""
     runs = record["runs"]
-    print(f"\n{engine}: {len(runs)} sets, {len(record['concepts'])} concepts, "
-          f"total {record['total_s']:.1f} s ({record['total_s'] / len(runs):.1f} s per set)")  # fmt: skip
+    total = record["total_s"]
+    print(f"\n{engine}: {len(runs)} sets, {len(record['concepts'])} concepts, total {total:.1f} s")
+    print(f"  {total / len(runs):.1f} s per set")
     for run in runs:
         print(f"  {run['set']:<28} {run['seconds']:7.1f} s")
     print(f"  {'claim':<44} {'n':>3} {'effect':>7}  {'95% CI':<17} {'Holm p':>7}  w/t/l")

@@ -58,15 +58,28 @@ class PairedDifference:
 
 
 def paired_difference(
-    fold_a: np.ndarray, fold_b: np.ndarray, test_fraction: float, level: float = 0.95
+    fold_a: np.ndarray,
+    fold_b: np.ndarray,
+    test_fraction: float,
+    level: float = 0.95,
+    step: float = 0.0,
 ) -> PairedDifference:
     """The corrected repeated-CV t-test of two readouts' per-fold AUROCs [repeats, folds]
-    on one concept (Nadeau & Bengio 2003), with `ensemble.compare`'s conventions when
-    every fold difference is equal (p 1 at zero, 0 otherwise)."""
+    on one concept (Nadeau & Bengio 2003).
+
+    ``step`` is the smallest change of one fold's AUROC (1 / (n_pos n_neg) of a test
+    fold). When the fold differences vary less than one fold ``step`` apart from the rest
+    would (s^2 < step^2 / J; e.g. both readouts perfect on every fold), s^2 is taken as
+    step^2 / J: folds that cannot show a smaller spread do not prove a zero variance. With
+    ``step`` 0 and equal fold differences, `ensemble.compare`'s conventions hold (p 1 at
+    zero, 0 otherwise) and the variance is 0.
+    """
     diff = (np.asarray(fold_a, dtype=np.float64) - np.asarray(fold_b, dtype=np.float64)).ravel()
     d = float(diff.mean())
-    se = _corrected_se(diff, test_fraction)
     df = diff.size - 1
+    ratio = test_fraction / (1 - test_fraction)
+    floor = float(np.sqrt((1 / diff.size + ratio) * step**2 / diff.size))
+    se = max(_corrected_se(diff, test_fraction), floor)
     if se > 0:
         p = float(2 * stats.t.sf(abs(d / se), df))
         half = float(stats.t.ppf((1 + level) / 2, df) * se)
@@ -82,8 +95,8 @@ class Pooled:
     Attributes:
         n_concepts: concepts with both readouts.
         n_pooled: of those, the concepts with a positive variance (the meta-analysis's
-            studies; a concept whose folds all give the same difference has no estimable
-            variance and is left out of the pooling and counted by its own test).
+            studies; a concept of zero variance, possible only without a fold ``step``,
+            is left out of the pooling and counted by its own test).
         effect: random-effects mean of the concepts' differences.
         ci_low, ci_high: its Hartung-Knapp-Sidik-Jonkman t_{k-1} interval.
         p: two-sided p of effect = 0 on the same reference.

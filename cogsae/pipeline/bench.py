@@ -180,6 +180,7 @@ def concept_records(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "target": concept.get("target"),
                     "reference": concept.get("reference"),
                     "n_items": concept["n_items"],
+                    "n_target": concept.get("n_target", concept["n_items"] / 2),
                     "test_fraction": concept["cv"]["test_fraction"],
                     "methods": {
                         f"{m['space']}:{m['method']}": {
@@ -234,6 +235,7 @@ def claim_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 np.asarray(r["methods"][a]["fold_aurocs"]),
                 np.asarray(r["methods"][b]["fold_aurocs"]),
                 r["test_fraction"],
+                step=auroc_step(r),
             )
             for r in both
         ]
@@ -246,6 +248,16 @@ def claim_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row, q in zip(rows, holm_corrected([row["p"] for row in rows]), strict=True):
         row["p_corrected"] = q
     return rows
+
+
+def auroc_step(record: dict[str, Any]) -> float:
+    """The smallest change of one test fold's AUROC of a concept, 1 / (n_pos n_neg) with
+    the fold's expected counts (target and reference items times the test fraction; an
+    entry without ``n_target`` counts half its items as targets)."""
+    share = record["test_fraction"]
+    n_pos = record["n_target"] * share
+    n_neg = (record["n_items"] - record["n_target"]) * share
+    return 1 / max(n_pos * n_neg, 1.0)
 
 
 def auroc_table(records: list[dict[str, Any]]) -> pd.DataFrame:

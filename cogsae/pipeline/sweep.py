@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from cogsae import resolve
 from cogsae._io import cache_dir, inside, stable_hash, write_json
 from cogsae.engine import Engine, check_engine, map_tasks
 from cogsae.errors import CogsaeError
@@ -210,11 +211,20 @@ def preextract(runs: list[Run], *, progress: bool = True) -> None:
         groups.setdefault(what, []).append(run)
     models: dict[tuple[Any, ...], Any] = {}
     for (_, *placement, window), members in groups.items():
-        layers = sorted({run.config.layer for run in members})
         name, dtype, device, device_map = key = tuple(placement)
         if key not in models:
             models[key] = load_model(name, dtype=dtype, device=device, device_map=device_map)
         loaded = models[key]
+        layers = sorted({_read_layer(run, loaded.layer) for run in members})
         stimuli = members[0].stimuli
         for test in (False, True) if stimuli.test_items else (False,):
             extract_layers(stimuli, loaded, layers, window, test=test, progress=progress)
+
+
+def _read_layer(run: Run, middle: int) -> int:
+    """The layer ``run`` reads (`cogsae.resolve.layer`: its --layer, else the set's, else
+    its SAE's), else ``middle``, the model's middle block (a bench runs without --layer)."""
+    config, suggested = run.config, run.stimuli.model
+    sae = resolve.sae_config(config.sae, resolve.requested_layer(config.layer, suggested))
+    chosen = resolve.layer(config.layer, suggested, sae)
+    return middle if chosen is None else chosen

@@ -185,8 +185,9 @@ def write_bench_report(directory: Path) -> Path:
         "the spread it explains. Wins / ties / losses count concepts whose own corrected "
         f"t-test has p < {bench['alpha']} in A's favour / neither / B's favour; the sign "
         "test (exact binomial over the concepts' signs) is a robustness check that "
-        "assumes nothing about the variances. A concept whose two readouts agree on every "
-        "fold has no estimable variance: it is counted (a tie) but not pooled.",
+        "assumes nothing about the variances. A concept whose folds show less spread than "
+        "one AUROC step of one fold (e.g. both readouts perfect everywhere) is given "
+        "that step's variance.",
         "",
         markdown_table(claims),
         "",

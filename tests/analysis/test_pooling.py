@@ -135,6 +135,12 @@ def test_pool_edge_cases() -> None:
     folds = np.full((2, 5), 0.7)
     assert paired_difference(folds, folds, 0.2).p == 1.0
     assert paired_difference(folds + 0.1, folds, 0.2).p == 0.0
+    # with the AUROC step of a test fold, equal folds get the variance of one step apart
+    ceiling = paired_difference(folds, folds, 0.2, step=0.01)
+    assert ceiling.v == pytest.approx((1 / 10 + 0.25) * 0.01**2 / 10) and ceiling.p == 1.0
+    assert 0 < paired_difference(folds + 0.1, folds, 0.2, step=0.01).p < 1e-6
+    spread = np.random.default_rng(1).normal(0.7, 0.05, (2, 5))
+    assert paired_difference(spread, folds, 0.2, step=0.01) == paired_difference(spread, folds, 0.2)
     assert holm_corrected([0.01, np.nan, 0.04]) == pytest.approx([0.02, np.nan, 0.04], nan_ok=True)
 
 

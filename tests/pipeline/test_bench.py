@@ -23,9 +23,9 @@ from cogsae.pipeline.bench import bench as run_bench
 from tests.helpers import TINY_LAYER, planted_factorial_set, run_config
 
 SETTINGS = {"k": (2,), "n_splits": 3, "n_repeats": 2, "n_permutations": 9, "n_bootstrap": 99}
-SETTINGS |= {"n_snippets": 0, "figures": False, "dtype": "float32", "layer": TINY_LAYER}
+SETTINGS |= {"n_snippets": 0, "figures": False, "dtype": "float32", "layer": None}
 FAST = ["--k", "2", "--folds", "3", "--repeats", "2", "--permutations", "9", "--bootstrap", "99"]
-FAST += ["--snippets", "0", "--no-figures", "--dtype", "float32", "--layer", str(TINY_LAYER)]
+FAST += ["--snippets", "0", "--no-figures", "--dtype", "float32"]  # the SAE's layer is read
 
 
 def test_bench_runs_pools_reports_and_reuses(
@@ -145,7 +145,7 @@ def fake_concept(factor: str, aurocs: dict[str, float], kind: str | None = None)
         methods.append(
             {"space": space, "method": method, "auroc": float(folds.mean()), "fold_aurocs": folds}
         )
-    entry = {"factor": factor, "target": "a", "reference": "b", "n_items": 40}
+    entry = {"factor": factor, "target": "a", "reference": "b", "n_items": 40, "n_target": 20}
     entry |= {"cv": {"test_fraction": 0.2}, "methods": methods}
     return entry | ({"kind": kind} if kind else {})
 
