@@ -35,8 +35,11 @@ POOLING = (
 """How `pool` combines concepts (recorded in bench.json, named in the report)."""
 CLAIM_CORRECTION = "holm"
 """Correction of the pooled p-values over the claim family (`holm_corrected`)."""
-MIN_CONCEPTS = 3
-"""Fewest concepts for a bootstrap interval of a mean over concepts (`mean_interval`)."""
+MIN_CONCEPTS = 5
+"""Fewest concepts for a bootstrap interval of a mean over concepts (`mean_interval`):
+with fewer, a bootstrap has a handful of distinct resamples."""
+SPREAD_TOLERANCE = 1e-9
+"""Standard errors below this count as zero in `mean_interval` (float noise of ties)."""
 
 
 @dataclass(frozen=True)
@@ -181,28 +184,35 @@ def holm_corrected(p_values: Sequence[float]) -> list[float]:
 
 
 def mean_interval(
-    values: np.ndarray, rng: np.random.Generator, n_boot: int = 2000, level: float = 0.95
+    values: np.ndarray,
+    rng: np.random.Generator,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    bounds: tuple[float, float] = (0.0, 1.0),
 ) -> tuple[float, float, float]:
-    """Mean of per-concept ``values`` [concepts] and its studentized bootstrap interval over
-    concepts (bootstrap-t: resample concepts, t* = (mean* - mean) / se*; the percentile
-    interval under-covers with a few dozen skewed values). Resamples without spread (all
-    one concept) are dropped; with fewer than `MIN_CONCEPTS` values the interval is NaN."""
+    """Mean of per-concept ``values`` [concepts] (AUROCs, within ``bounds``) and its
+    studentized bootstrap interval over concepts (bootstrap-t: resample concepts,
+    t* = (mean* - mean) / se*; the percentile interval under-covers with a few dozen skewed
+    values), clipped to ``bounds``. Resamples without spread (se* below `SPREAD_TOLERANCE`:
+    one concept's value, or tied values, drawn throughout) are dropped, since their t* is
+    noise divided by zero; with fewer than `MIN_CONCEPTS` values the interval is NaN."""
     x = np.asarray(values, dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan"), float("nan"), float("nan")
     mean = float(x.mean())
+    se = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else 0.0
     if x.size < MIN_CONCEPTS:
         return mean, float("nan"), float("nan")
-    se = float(x.std(ddof=1) / np.sqrt(x.size))
-    if se == 0:
+    if se < SPREAD_TOLERANCE:
         return mean, mean, mean
     draws = x[rng.integers(0, x.size, (n_boot, x.size))]  # [n_boot, concepts]
     se_star = draws.std(axis=1, ddof=1) / np.sqrt(x.size)
-    keep = se_star > 0
+    keep = se_star > SPREAD_TOLERANCE
     t_star = (draws.mean(axis=1)[keep] - mean) / se_star[keep]
     upper, lower = np.quantile(t_star, [(1 + level) / 2, (1 - level) / 2])
-    return mean, mean - float(upper) * se, mean - float(lower) * se
+    low, high = np.clip([mean - float(upper) * se, mean - float(lower) * se], *bounds)
+    return mean, float(low), float(high)
 
 
 def mean_ranks(table: pd.DataFrame) -> pd.Series:

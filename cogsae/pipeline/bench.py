@@ -358,7 +358,7 @@ def summarize(results: list[dict[str, Any]], *, seed: int, n_boot: int) -> dict[
 
 def _nulls(obj: Any) -> Any:
     """``obj`` with every NaN float replaced by None (JSON has no NaN): a quantity that is
-    undefined, e.g. the interval of a mean over fewer than three concepts."""
+    undefined, e.g. the interval of a mean over fewer than five concepts."""
     if isinstance(obj, dict):
         return {k: _nulls(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

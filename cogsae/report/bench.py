@@ -195,7 +195,7 @@ def write_bench_report(directory: Path) -> Path:
         "",
         f"Mean held-out AUROC over the concepts that have the readout, with a studentized "
         f"bootstrap interval over concepts ({bench['n_bootstrap']} resamples; none with "
-        "fewer than three concepts); mean rank among the readouts of each concept (1 = "
+        "fewer than five concepts); mean rank among the readouts of each concept (1 = "
         "best). Omnibus readouts are their own rows, ranked only among themselves.",
         "",
         markdown_table(readouts),

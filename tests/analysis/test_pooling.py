@@ -167,7 +167,17 @@ def test_bootstrap_mean_interval_covers(k: int, shape: tuple[float, float]) -> N
         hits.append(low <= true <= high)
     low_band, _ = binomial_band(N_BANKS, 0.95)
     assert sum(hits) >= low_band, f"coverage {np.mean(hits):.3f}"
-    assert np.isnan(mean_interval(np.array([0.7, 0.8]), rng)[1])  # too few concepts
+    assert np.isnan(mean_interval(np.array([0.7, 0.8, 0.9, 0.6]), rng)[1])  # too few concepts
+
+
+def test_bootstrap_mean_interval_with_ceiling_ties() -> None:
+    """Concepts at the AUROC ceiling (ties): resamples of tied values have no spread and
+    are dropped, so the interval stays finite, inside [0, 1] and around the mean."""
+    rng = np.random.default_rng(0)
+    for values in ([1.0, 1.0, 1.0, 0.99, 0.99], [1.0] * 20 + [0.9, 0.95, 0.97]):
+        mean, low, high = mean_interval(np.array(values), rng)
+        assert 0.5 < low <= mean <= high <= 1.0
+    assert mean_interval(np.full(6, 0.98), rng) == pytest.approx((0.98, 0.98, 0.98))
 
 
 def test_readout_summaries() -> None:

@@ -54,7 +54,7 @@ def test_bench_runs_pools_reports_and_reuses(
         assert set(row) == {"readout", "n_concepts", "mean_auroc", "ci_low", "ci_high", "mean_rank"}
         values = [bench["aurocs"][c][row["readout"]] for c in concepts]
         assert row["n_concepts"] == 3 and row["mean_auroc"] == pytest.approx(np.mean(values))
-        assert row["ci_low"] <= row["mean_auroc"] <= row["ci_high"]
+        assert row["ci_low"] is None and row["ci_high"] is None  # 3 < MIN_CONCEPTS
         assert 1 <= row["mean_rank"] <= len(readouts)
     wins = np.array(bench["wins"]["matrix"])
     assert (wins + wins.T <= 3).all() and np.trace(wins) == 0
