@@ -50,6 +50,11 @@ class Stream(Enum):
         "cogsae.pipeline.corpus_stage: the random snippets of the relevance base rate "
         "(more = 0) and the enrichment permutations (more = 1)",
     )
+    BENCH_BOOTSTRAP = (
+        21,
+        "cogsae.pipeline.bench: bootstrap over concepts of a readout's mean AUROC, more = "
+        "(readout index,)",
+    )
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag

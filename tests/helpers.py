@@ -86,6 +86,31 @@ def three_level_set(folder: Path, per_level: int = 20) -> Path:
     return path
 
 
+def planted_factorial_set(folder: Path) -> Path:
+    """A 2x2 set (condition gain/loss x place home/away), each of 8 templates (groups) in
+    all four cells: the condition is planted in the verb the window reads, the place comes
+    after it (so a causal model's window cannot carry it). Two concepts, one per factor."""
+    lines = [
+        "name: planted_place",
+        "concept: winning",
+        "window: {align: target, size: 2}",
+        "factors: {condition: [gain, loss], place: [home, away]}",
+        "items:",
+    ]
+    for i in range(8):
+        for condition, verbs in (("gain", GAIN), ("loss", LOSS)):
+            for place, where in (("home", "at home"), ("away", "abroad")):
+                verb = verbs[i % 4]
+                text = f"{SUBJECTS[i % 6]} {verb} {OBJECTS[(i // 6 + i) % 6]} {where}, round {i}."
+                lines.append(
+                    f'  - {{text: "{text}", condition: {condition}, place: {place}, '
+                    f'group: t{i:02d}, target: "{verb}"}}'
+                )
+    path = folder / "planted_place.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def run_config(assets: dict, output: Path, **overrides) -> RunConfig:
     options = {
         "stimuli": str(assets["stimuli"]),

@@ -1,16 +1,17 @@
 """The `cogsae` command line: thin wrappers that string the pipeline stages together.
 
 One module per command group: `data` (validate, extract), `units` (inspect, attribute),
-`clamp`, `run` (run, sweep, report), `sae` (train-sae, sae-metrics). Options are generated from
-config dataclasses (`cogsae.cli.options`). Every command turns a `CogsaeError` (bad user
-input) into one line on stderr and exit status 2; anything else is a bug and keeps its
-traceback.
+`clamp`, `run` (run, sweep, report), `bench`, `sae` (train-sae, sae-metrics). Options are
+generated from config dataclasses (`cogsae.cli.options`). Every command turns a
+`CogsaeError` (bad user input) into one line on stderr and exit status 2; anything else is
+a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import click
 
+from cogsae.cli.bench import bench
 from cogsae.cli.clamp import clamp
 from cogsae.cli.data import extract, validate
 from cogsae.cli.run import report, run, sweep
@@ -41,6 +42,7 @@ for command in (
     attribute,
     run,
     sweep,
+    bench,
     report,
     train_sae_command,
     sae_metrics_command,

@@ -39,12 +39,13 @@ class ReportOptions:
     """Options of `cogsae report`.
 
     Attributes:
-        dirs: run folders, or one sweep folder (``<output>/sweeps/<sweep id>``).
+        dirs: run folders, or one sweep or bench folder (``<output>/sweeps/<sweep id>``,
+            ``<output>/bench/<bench id>``).
         output: folder of the combined report (several dirs); None = results/combined.
     """
 
     dirs: tuple[str, ...] = option(
-        help="Run folders, or one sweep folder.", argument=True, metavar="DIRS..."
+        help="Run folders, or one sweep or bench folder.", argument=True, metavar="DIRS..."
     )
     output: str | None = option(
         None,
@@ -77,11 +78,15 @@ def run(config: RunConfig, progress: Progress) -> None:
 @click.command()
 @options(opts=ReportOptions)
 def report(opts: ReportOptions) -> None:
-    """Rebuild the report of a run DIR, combine several runs into one comparison, or
-    combine a sweep folder's runs into AUROC against layer."""
+    """Rebuild the report of a run DIR, combine several runs into one comparison, combine
+    a sweep folder's runs into AUROC against layer, or rebuild a bench folder's report."""
     from cogsae.report import combine_reports, write_report
+    from cogsae.report.bench import is_bench, write_bench_report
     from cogsae.report.sweep import is_sweep, write_sweep_report
 
+    if len(opts.dirs) == 1 and is_bench(Path(opts.dirs[0])):
+        click.echo(f"report: {write_bench_report(Path(opts.dirs[0]))}")
+        return
     if len(opts.dirs) == 1 and is_sweep(Path(opts.dirs[0])):
         click.echo(f"report: {write_sweep_report(Path(opts.dirs[0]))}")
         return

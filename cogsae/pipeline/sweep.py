@@ -149,16 +149,23 @@ def sweep(
     folder = inside(output, Path("sweeps") / sweep_id, field="--output")
     manifest = _manifest(sweep_id, runs, output, checked)
     write_json(folder / SWEEP_MANIFEST, manifest)
-    preextract(runs, progress=progress)
-    tasks = [CellTask(run.config, str(cache_dir())) for run in runs]
     for cell, directory in zip(
-        manifest["cells"], map_tasks(run_cell, tasks, engine=checked), strict=True
+        manifest["cells"], run_all(runs, engine=checked, progress=progress), strict=True
     ):
         if finish is not None:
-            finish(Path(directory))
+            finish(directory)
         cell["done"] = True
     write_json(folder / SWEEP_MANIFEST, manifest)
     return folder
+
+
+def run_all(runs: list[Run], *, engine: Engine, progress: bool = True) -> list[Path]:
+    """Execute the prepared ``runs``: each set extracted once at all its layers
+    (`preextract`), then every run as a task of `map_tasks` on ``engine`` (in order, or
+    as parallel Ray tasks); returns their run folders in order."""
+    preextract(runs, progress=progress)
+    tasks = [CellTask(run.config, str(cache_dir())) for run in runs]
+    return [Path(directory) for directory in map_tasks(run_cell, tasks, engine=engine)]
 
 
 def _manifest(sweep_id: str, runs: list[Run], output: Path, engine: Engine) -> dict[str, Any]:
