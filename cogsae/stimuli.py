@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,15 @@ import numpy as np
 import yaml
 
 from cogsae.errors import CogsaeError
+from cogsae.hypotheses import check_hypotheses
+from cogsae.yaml_fields import check_fields as _check_fields
+from cogsae.yaml_fields import integer as _int
+from cogsae.yaml_fields import mapping as _mapping
+from cogsae.yaml_fields import mark_line as _mark_line
+from cogsae.yaml_fields import names as _names
+from cogsae.yaml_fields import number as _number
+from cogsae.yaml_fields import sequence as _sequence
+from cogsae.yaml_fields import string as _string
 
 MIN_ITEMS_PER_LEVEL = 4
 """A condition needs at least this many items for any cross-validated statistic."""
@@ -38,6 +48,9 @@ _TOP_FIELDS = {
     "factors",
     "items",
     "test",
+    "ordered",
+    "features",
+    "models",
 }
 _ITEM_FIELDS = {"text", "group", "target"}
 _MODEL_FIELDS = {"name", "layer"}
@@ -62,6 +75,7 @@ class Item:
     group: str | None = None
     target: str | None = None
     line: int | None = None
+    features: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +94,9 @@ class StimulusSet:
         model: optional ``{name, layer}`` suggested by the set.
         window: optional ``{align, size}`` suggested by the set.
         path: the YAML file it came from.
+        ordered: factors whose levels are ordered as declared (``ordered:``; graded models).
+        features: numeric per-item field -> [items] values (``features:``, long form).
+        models: model RDM names chosen by ``models:`` (empty: every model the set allows).
     """
 
     name: str
@@ -93,6 +110,9 @@ class StimulusSet:
     model: dict[str, Any] = field(default_factory=dict)
     window: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    ordered: list[str] = field(default_factory=list)
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
 
     @property
     def primary_factor(self) -> str:
@@ -149,58 +169,6 @@ class StimulusSet:
 # --------------------------------------------------------------------------- YAML parsing
 
 
-def _mark_line(node: yaml.Node) -> int:
-    return node.start_mark.line + 1
-
-
-def _mapping(node: yaml.Node, path: Path, what: str) -> dict[str, yaml.Node]:
-    """Keys -> value nodes of a YAML mapping node, or a CogsaeError naming ``what``."""
-    if not isinstance(node, yaml.MappingNode):
-        raise CogsaeError(f"{what} must be a mapping", path=path, line=_mark_line(node), field=what)
-    out: dict[str, yaml.Node] = {}
-    for key, value in node.value:
-        name = str(key.value)
-        if name in out:
-            raise CogsaeError(
-                f"duplicate key {name!r}", path=path, line=_mark_line(key), field=what
-            )
-        out[name] = value
-    return out
-
-
-def _sequence(node: yaml.Node, path: Path, what: str) -> list[yaml.Node]:
-    if not isinstance(node, yaml.SequenceNode):
-        raise CogsaeError(f"{what} must be a list", path=path, line=_mark_line(node), field=what)
-    return list(node.value)
-
-
-def _string(node: yaml.Node, path: Path, what: str, *, empty_ok: bool = False) -> str:
-    if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:str":
-        raise CogsaeError("must be a string", path=path, line=_mark_line(node), field=what)
-    if not empty_ok and not node.value.strip():
-        raise CogsaeError("must not be empty", path=path, line=_mark_line(node), field=what)
-    return str(node.value)
-
-
-def _int(node: yaml.Node, path: Path, what: str) -> int:
-    if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:int":
-        raise CogsaeError("must be an integer", path=path, line=_mark_line(node), field=what)
-    return int(node.value)
-
-
-def _check_fields(
-    fields: dict[str, yaml.Node], allowed: set[str], node: yaml.Node, path: Path, what: str
-) -> None:
-    for name, value in fields.items():
-        if name not in allowed:
-            raise CogsaeError(
-                f"unknown field {name!r} (allowed: {', '.join(sorted(allowed))})",
-                path=path,
-                line=_mark_line(value),
-                field=f"{what}.{name}" if what else name,
-            )
-
-
 def _short_form(node: yaml.Node, path: Path, where: str) -> list[Item]:
     """Items of ``{level: [text, ...]}`` under factor ``condition``."""
     items = []
@@ -212,14 +180,18 @@ def _short_form(node: yaml.Node, path: Path, where: str) -> list[Item]:
 
 
 def _long_form(
-    node: yaml.Node, path: Path, where: str, factors: dict[str, list[str]]
+    node: yaml.Node,
+    path: Path,
+    where: str,
+    factors: dict[str, list[str]],
+    features: Sequence[str] = (),
 ) -> list[Item]:
-    """Items of ``[{text, <factor>: level, group, target}, ...]``."""
+    """Items of ``[{text, <factor>: level, group, target, <feature>: number}, ...]``."""
     items = []
     for i, item_node in enumerate(_sequence(node, path, where)):
         what = f"{where}[{i}]"
         fields = _mapping(item_node, path, what)
-        _check_fields(fields, _ITEM_FIELDS | set(factors), item_node, path, what)
+        _check_fields(fields, _ITEM_FIELDS | set(factors) | set(features), item_node, path, what)
         if "text" not in fields:
             raise CogsaeError(
                 "missing field 'text'", path=path, line=_mark_line(item_node), field=what
@@ -244,6 +216,16 @@ def _long_form(
             levels[factor] = level
         group = _string(fields["group"], path, f"{what}.group") if "group" in fields else None
         target = _string(fields["target"], path, f"{what}.target") if "target" in fields else None
+        values = {}
+        for name in features:
+            if name not in fields:
+                raise CogsaeError(
+                    f"missing value of feature {name!r}",
+                    path=path,
+                    line=_mark_line(item_node),
+                    field=f"{what}.{name}",
+                )
+            values[name] = _number(fields[name], path, f"{what}.{name}")
         items.append(
             Item(
                 _string(fields["text"], path, f"{what}.text"),
@@ -251,6 +233,7 @@ def _long_form(
                 group,
                 target,
                 _mark_line(item_node),
+                values,
             )
         )
     return items
@@ -305,8 +288,12 @@ def _parse_items(
                 "long form needs 'factors'", path=path, line=_mark_line(node), field="factors"
             )
         factors = _factors(fields["factors"], path)
-        items = _long_form(fields["items"], path, "items", factors)
-        test = _long_form(fields["test"], path, "test", factors) if "test" in fields else []
+        features = _names(fields, "features", path)
+        check_hypotheses(fields, path, factors, _ITEM_FIELDS)  # before items name features
+        items = _long_form(fields["items"], path, "items", factors, features)
+        test = (
+            _long_form(fields["test"], path, "test", factors, features) if "test" in fields else []
+        )
     for it in test:
         for factor, level in it.levels.items():
             if level not in factors[factor]:
@@ -434,6 +421,7 @@ def load_stimuli(path: str | Path) -> StimulusSet:
     fields = _mapping(node, path, "top level")
     _check_fields(fields, _TOP_FIELDS, node, path, "")
     factors, items, test_items = _parse_items(fields, node, path)
+    ordered, features, models = check_hypotheses(fields, path, factors, _ITEM_FIELDS)
     primary = factors[next(iter(factors))]
     stim = StimulusSet(
         name=_string(fields["name"], path, "name") if "name" in fields else path.stem,
@@ -451,6 +439,9 @@ def load_stimuli(path: str | Path) -> StimulusSet:
         model=_parse_model(fields["model"], path) if "model" in fields else {},
         window=_parse_window(fields["window"], path) if "window" in fields else {},
         path=path,
+        ordered=ordered,
+        features={f: np.array([it.features[f] for it in items]) for f in features},
+        models=models,
     )
     _check_items(stim, path, fields)
     return stim
