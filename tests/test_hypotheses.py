@@ -42,7 +42,7 @@ def test_ordered_features_and_models_parse(tmp_path: Path) -> None:
 
 def test_the_shipped_intensity_set_declares_its_hypotheses() -> None:
     stim = load_stimuli(REPO / "stimuli" / "intensity.yaml")
-    assert stim.ordered == ["praise"] and len(stim.features["intensity"]) == 60
+    assert stim.ordered == ["praise"] and len(stim.features["intensity"]) == 120
 
 
 @pytest.mark.parametrize(
