@@ -45,6 +45,10 @@ class Stream(Enum):
     INTERVENTION_BOOTSTRAP = (11, "cogsae.interventions: bootstrap of a steering sweep's items")
     EXAMPLE_SAMPLE = (12, "cogsae.inspect: random examples inside each activation quantile bin")
     SAE_SHUFFLE = (13, "cogsae.sae.data.shuffled_batches: shard order and shuffle buffer")
+    GEOMETRY = (
+        14,
+        "cogsae.pipeline.geometry_stage: model-RDM bootstrap and permutations; more = 1: MDS",
+    )
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag

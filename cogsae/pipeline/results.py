@@ -274,6 +274,8 @@ class RunResult:
         shuffled_labels: whether labels were shuffled (a null run).
         provenance: versions, run key and stage timings.
         concepts: one `ConceptResult.to_dict` record per factor, the primary first.
+        geometry: model RDMs evaluated in every space
+            (`cogsae.pipeline.geometry_stage.geometry_record`); empty for older runs.
     """
 
     stimuli: dict[str, Any]
@@ -283,6 +285,7 @@ class RunResult:
     shuffled_labels: bool
     provenance: dict[str, Any]
     concepts: list[dict[str, Any]]
+    geometry: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_run(

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cogsae._io import safe_name
 from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
+from cogsae.report.geometry import geometry_section
 
 
 def _fmt_p(p: float) -> str:
@@ -292,6 +293,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                     + " · ".join(f"“{e['text'][:90]}” ({e['relevance']})" for e in examples)
                 )
             lines.append("")
+    lines += geometry_section(results, figures, markdown_table)
     lines += [
         *methods_section(results),
         "",
