@@ -101,21 +101,25 @@ class RankedVector:
             self.indicator[self.order, self.tie] = 1.0
         self.plain = self.weighted_ranks(np.ones((1, len(vector))))[0]
 
-    def tie_ranks(self, tie_weights: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def tie_ranks(tie_weights: np.ndarray) -> np.ndarray:
         """[batch, values] average rank of each distinct value given its total weight."""
-        return np.cumsum(tie_weights, axis=1) - tie_weights / 2.0 + 0.5
+        ranks = np.cumsum(tie_weights, axis=1)
+        ranks -= 0.5 * tie_weights
+        ranks += 0.5
+        return ranks
 
     def weighted_ranks(self, weights: np.ndarray) -> np.ndarray:
         """[batch, pairs] average ranks of each pair (original order) in the multiset in
         which pair p appears ``weights[:, p]`` times (ties share their average rank)."""
         sorted_w = weights[:, self.order]
         if len(self.starts) < weights.shape[1]:
-            sorted_w = np.add.reduceat(sorted_w, self.starts, axis=1)  # [batch, values]
+            value_ranks = self.tie_ranks(np.add.reduceat(sorted_w, self.starts, axis=1))
+            sorted_w = value_ranks[:, self.tie]
+        else:
+            sorted_w = self.tie_ranks(sorted_w)
         ranks = np.empty_like(weights)
-        value_ranks = self.tie_ranks(sorted_w)
-        ranks[:, self.order] = (
-            value_ranks if value_ranks.shape == ranks.shape else (value_ranks[:, self.tie])
-        )
+        ranks[:, self.order] = sorted_w
         return ranks
 
 
