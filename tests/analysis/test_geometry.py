@@ -5,6 +5,8 @@ rate, bootstrap intervals cover the true fit)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from rsatoolbox.data import Dataset
 from rsatoolbox.model import ModelFixed
@@ -19,7 +21,9 @@ from cogsae.analysis.geometry import (
     group_permutations,
     permutation_fits,
 )
-from tests.helpers import binomial_band
+from cogsae.analysis.rdm_models import chosen_models, model_matrix
+from cogsae.stimuli import load_stimuli
+from tests.helpers import binomial_band, write
 
 
 def _absolute(values: np.ndarray) -> np.ndarray:
@@ -135,3 +139,32 @@ def test_model_inference_is_calibrated() -> None:
     assert low <= differ <= high, (differ, rejected, covered)
     assert low <= rejected <= high, rejected
     assert covered >= 0.93 * n_sets, covered
+
+
+def test_model_rdms_of_a_factorial_rated_set(tmp_path: Path) -> None:
+    """category per factor, graded for the ordered factor, the 2 x 2 interaction (same
+    diagonal of the design = 0), |a_i - a_j| per feature and z-scored Euclidean over both."""
+    lines = ["factors: {tone: [low, high], tense: [past, future]}", "ordered: [tone]"]
+    lines += ["features: [a, b]", "items:"]
+    for g in range(4):
+        for tone in ("low", "high"):
+            for tense in ("past", "future"):
+                lines.append(
+                    f'  - {{text: "{tone} {tense} {g}.", tone: {tone}, tense: {tense}, '
+                    f"a: {g}, b: {2 * g + (tone == 'high')}}}"
+                )
+    stim = load_stimuli(write(tmp_path, "\n".join(lines) + "\n"))
+    names = chosen_models(stim)
+    assert names[:4] == ["category:tone", "category:tense", "graded:tone", "interaction"]
+    n_tokens = np.arange(len(stim.items))
+    design = stim.design()
+    inter = model_matrix("interaction", stim, n_tokens)
+    diagonal = (design["tone"] == "low") == (design["tense"] == "past")
+    np.testing.assert_array_equal(inter, diagonal[:, None] != diagonal[None, :])
+    np.testing.assert_array_equal(
+        model_matrix("feature:a", stim, n_tokens), _absolute(stim.features["a"])
+    )
+    z = np.column_stack([(v - v.mean()) / v.std() for v in stim.features.values()])
+    expected = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(model_matrix("feature:all", stim, n_tokens), expected)
+    np.testing.assert_array_equal(model_matrix("length", stim, n_tokens), _absolute(n_tokens))
