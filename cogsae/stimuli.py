@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ import numpy as np
 import yaml
 
 from cogsae.errors import CogsaeError
-from cogsae.yaml_nodes import check_fields as _check_fields
-from cogsae.yaml_nodes import int_node as _int
-from cogsae.yaml_nodes import mapping as _mapping
-from cogsae.yaml_nodes import mark_line as _mark_line
-from cogsae.yaml_nodes import sequence as _sequence
-from cogsae.yaml_nodes import string as _string
+from cogsae.hypotheses import check_hypotheses, parse_contrasts
+from cogsae.yaml_fields import check_fields as _check_fields
+from cogsae.yaml_fields import integer as _int
+from cogsae.yaml_fields import mapping as _mapping
+from cogsae.yaml_fields import mark_line as _mark_line
+from cogsae.yaml_fields import names as _names
+from cogsae.yaml_fields import number as _number
+from cogsae.yaml_fields import sequence as _sequence
+from cogsae.yaml_fields import string as _string
 
 MIN_ITEMS_PER_LEVEL = 4
 """A condition needs at least this many items for any cross-validated statistic."""
@@ -45,6 +49,9 @@ _TOP_FIELDS = {
     "items",
     "test",
     "contrasts",
+    "ordered",
+    "features",
+    "models",
 }
 _ITEM_FIELDS = {"text", "group", "target"}
 _MODEL_FIELDS = {"name", "layer"}
@@ -69,6 +76,7 @@ class Item:
     group: str | None = None
     target: str | None = None
     line: int | None = None
+    features: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +98,9 @@ class StimulusSet:
         contrasts: extra pairwise contrasts (``contrasts:``) as (factor, target, reference),
             each analysed like the declared one.
         window_line: line of ``window:`` in the file (for errors about it), if given.
+        ordered: factors whose levels are ordered as declared (``ordered:``; graded models).
+        features: numeric per-item field -> [items] values (``features:``, long form).
+        models: model RDM names chosen by ``models:`` (empty: every model the set allows).
     """
 
     name: str
@@ -105,6 +116,9 @@ class StimulusSet:
     path: Path | None = None
     contrasts: list[tuple[str, str, str]] = field(default_factory=list)
     window_line: int | None = None
+    ordered: list[str] = field(default_factory=list)
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
 
     @property
     def primary_factor(self) -> str:
@@ -179,14 +193,18 @@ def _short_form(node: yaml.Node, path: Path, where: str) -> list[Item]:
 
 
 def _long_form(
-    node: yaml.Node, path: Path, where: str, factors: dict[str, list[str]]
+    node: yaml.Node,
+    path: Path,
+    where: str,
+    factors: dict[str, list[str]],
+    features: Sequence[str] = (),
 ) -> list[Item]:
-    """Items of ``[{text, <factor>: level, group, target}, ...]``."""
+    """Items of ``[{text, <factor>: level, group, target, <feature>: number}, ...]``."""
     items = []
     for i, item_node in enumerate(_sequence(node, path, where)):
         what = f"{where}[{i}]"
         fields = _mapping(item_node, path, what)
-        _check_fields(fields, _ITEM_FIELDS | set(factors), item_node, path, what)
+        _check_fields(fields, _ITEM_FIELDS | set(factors) | set(features), item_node, path, what)
         if "text" not in fields:
             raise CogsaeError(
                 "missing field 'text'", path=path, line=_mark_line(item_node), field=what
@@ -211,6 +229,16 @@ def _long_form(
             levels[factor] = level
         group = _string(fields["group"], path, f"{what}.group") if "group" in fields else None
         target = _string(fields["target"], path, f"{what}.target") if "target" in fields else None
+        values = {}
+        for name in features:
+            if name not in fields:
+                raise CogsaeError(
+                    f"missing value of feature {name!r}",
+                    path=path,
+                    line=_mark_line(item_node),
+                    field=f"{what}.{name}",
+                )
+            values[name] = _number(fields[name], path, f"{what}.{name}")
         items.append(
             Item(
                 _string(fields["text"], path, f"{what}.text"),
@@ -218,6 +246,7 @@ def _long_form(
                 group,
                 target,
                 _mark_line(item_node),
+                values,
             )
         )
     return items
@@ -272,8 +301,12 @@ def _parse_items(
                 "long form needs 'factors'", path=path, line=_mark_line(node), field="factors"
             )
         factors = _factors(fields["factors"], path)
-        items = _long_form(fields["items"], path, "items", factors)
-        test = _long_form(fields["test"], path, "test", factors) if "test" in fields else []
+        features = _names(fields, "features", path)
+        check_hypotheses(fields, path, factors, _ITEM_FIELDS)  # before items name features
+        items = _long_form(fields["items"], path, "items", factors, features)
+        test = (
+            _long_form(fields["test"], path, "test", factors, features) if "test" in fields else []
+        )
     for it in test:
         for factor, level in it.levels.items():
             if level not in factors[factor]:
@@ -387,67 +420,6 @@ def _parse_model(node: yaml.Node, path: Path) -> dict[str, Any]:
     return model
 
 
-def _parse_contrasts(node: yaml.Node, path: Path, stim: StimulusSet) -> list[tuple[str, str, str]]:
-    """``contrasts:``: a list of ``[target, reference]`` levels of the primary factor, or of
-    ``{factor: F, target: a, reference: b}`` (factor default: the primary one); a pair
-    already analysed (the declared contrasts, an earlier entry, either order) is an error."""
-    factors, primary = stim.factors, stim.primary_factor
-    seen = {frozenset((f, *stim.contrast_levels(f))) for f in factors}
-    out: list[tuple[str, str, str]] = []
-    for i, entry in enumerate(_sequence(node, path, "contrasts")):
-        what, line = f"contrasts[{i}]", _mark_line(entry)
-        if isinstance(entry, yaml.MappingNode):
-            fields = _mapping(entry, path, what)
-            _check_fields(fields, {"factor", "target", "reference"}, entry, path, what)
-            missing = [name for name in ("target", "reference") if name not in fields]
-            if missing:
-                raise CogsaeError(f"missing field {missing[0]!r}", path=path, line=line, field=what)
-            factor = (
-                _string(fields["factor"], path, f"{what}.factor") if "factor" in fields else primary
-            )
-            pair = [_string(fields[n], path, f"{what}.{n}") for n in ("target", "reference")]
-        else:
-            nodes = _sequence(entry, path, what)
-            if len(nodes) != 2:
-                raise CogsaeError(
-                    "a contrast is [target, reference] or {factor, target, reference}",
-                    path=path,
-                    line=line,
-                    field=what,
-                )
-            factor = primary
-            pair = [_string(n, path, f"{what}[{j}]") for j, n in enumerate(nodes)]
-        if factor not in factors:
-            raise CogsaeError(
-                f"unknown factor {factor!r} (factors: {', '.join(factors)})",
-                path=path,
-                line=line,
-                field=f"{what}.factor",
-            )
-        for level in pair:
-            if level not in factors[factor]:
-                raise CogsaeError(
-                    f"level {level!r} is not a level of {factor!r} {factors[factor]}",
-                    path=path,
-                    line=line,
-                    field=what,
-                )
-        if pair[0] == pair[1]:
-            raise CogsaeError(
-                f"contrasts {pair[0]!r} with itself", path=path, line=line, field=what
-            )
-        if frozenset((factor, *pair)) in seen:
-            raise CogsaeError(
-                f"{factor} {pair[0]!r} vs {pair[1]!r} is analysed already",
-                path=path,
-                line=line,
-                field=what,
-            )
-        seen.add(frozenset((factor, *pair)))
-        out.append((factor, pair[0], pair[1]))
-    return out
-
-
 def load_stimuli(path: str | Path) -> StimulusSet:
     """Read and validate a stimulus YAML file.
 
@@ -472,6 +444,7 @@ def load_stimuli(path: str | Path) -> StimulusSet:
     fields = _mapping(node, path, "top level")
     _check_fields(fields, _TOP_FIELDS, node, path, "")
     factors, items, test_items = _parse_items(fields, node, path)
+    ordered, features, models = check_hypotheses(fields, path, factors, _ITEM_FIELDS)
     primary = factors[next(iter(factors))]
     stim = StimulusSet(
         name=_string(fields["name"], path, "name") if "name" in fields else path.stem,
@@ -490,10 +463,14 @@ def load_stimuli(path: str | Path) -> StimulusSet:
         window=_parse_window(fields["window"], path) if "window" in fields else {},
         path=path,
         window_line=_mark_line(fields["window"]) if "window" in fields else None,
+        ordered=ordered,
+        features={f: np.array([it.features[f] for it in items]) for f in features},
+        models=models,
     )
     _check_items(stim, path, fields)
     if "contrasts" in fields:
-        stim.contrasts = _parse_contrasts(fields["contrasts"], path, stim)
+        declared = {f: stim.contrast_levels(f) for f in stim.factors}
+        stim.contrasts = parse_contrasts(fields["contrasts"], path, stim.factors, declared)
     return stim
 
 

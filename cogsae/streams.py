@@ -55,6 +55,10 @@ class Stream(Enum):
         "cogsae.pipeline.bench: bootstrap over concepts of a readout's mean AUROC, more = "
         "(readout index,)",
     )
+    GEOMETRY = (
+        14,
+        "cogsae.pipeline.geometry_stage: model-RDM bootstrap and permutations; more = 1: MDS",
+    )
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag

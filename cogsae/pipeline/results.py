@@ -337,6 +337,8 @@ class RunResult:
         provenance: versions, run key and stage timings.
         concepts: one `ConceptResult.to_dict` record per analysis, the primary first.
         warnings: run-level design warnings (e.g. levels no analysis uses).
+        geometry: model RDMs evaluated in every space
+            (`cogsae.pipeline.geometry_stage.geometry_record`); empty for older runs.
     """
 
     stimuli: dict[str, Any]
@@ -347,6 +349,7 @@ class RunResult:
     provenance: dict[str, Any]
     concepts: list[dict[str, Any]]
     warnings: list[str] = field(default_factory=list)
+    geometry: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_run(

@@ -77,6 +77,7 @@ from cogsae.pipeline.config import (
     replication_seeds,
 )
 from cogsae.pipeline.corpus_stage import score_corpus
+from cogsae.pipeline.geometry_stage import geometry_record
 from cogsae.pipeline.omnibus_stage import analyse_omnibus
 from cogsae.pipeline.plan import Analysis, RunPlan, build_plan
 from cogsae.pipeline.results import ConceptResult, RunResult
@@ -463,6 +464,10 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     lengths = length_check(run.stimuli, run.tokenizer)
     result = RunResult.from_run(run.stimuli, config, spaces["items"], concepts, provenance, lengths)
     result.warnings = list(run.plan.warnings)
+    figures = run.directory / "figures" if config.figures else None
+    result.geometry = run.stage(
+        "geometry", lambda: geometry_record(run, spaces["items"], concepts, figures)
+    )
     for concept in concepts:
         concept.write_tables(run.directory / "tables")
         if config.figures:

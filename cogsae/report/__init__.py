@@ -17,6 +17,7 @@ import pandas as pd
 
 from cogsae.errors import CogsaeError
 from cogsae.report.figures import plot_combined, save_png, write_figures
+from cogsae.report.geometry import write_geometry_figures
 from cogsae.report.html import render_html, write_pages
 from cogsae.report.markdown import main_finding, markdown_table, methods_table, render_markdown
 from cogsae.report.omnibus import concept_name
@@ -59,6 +60,7 @@ def write_report(directory: Path) -> Path:
     write_tables(directory / "tables", results)
     if results["config"]["figures"]:
         write_figures(directory / "figures", results)
+        write_geometry_figures(directory / "figures", results)
     return render_report(directory)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
+from cogsae.report.geometry import geometry_section
 from cogsae.report.omnibus import is_omnibus, omnibus_section, record_tag
 
 
@@ -335,6 +336,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                     )
                 )
             lines.append("")
+    lines += geometry_section(results, figures, markdown_table)
     lines += [
         *methods_section(results),
         "",

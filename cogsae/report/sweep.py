@@ -22,6 +22,7 @@ from cogsae.report.figures import save_png
 from cogsae.report.html import write_pages
 from cogsae.report.markdown import markdown_table
 from cogsae.report.omnibus import concept_name
+from cogsae.report.sweep_geometry import trajectory_section
 from cogsae.report.tables import write_csv
 
 SWEEP_MANIFEST = "sweep.json"
@@ -146,4 +147,7 @@ def write_sweep_report(directory: Path) -> Path:
         save_png(plot_auroc_vs_layer(records[picked], title), directory / figure)
         table = part.drop(columns=["set", "concept"]).sort_values(["space", "method", "layer"])
         text += [f"## {title}", "", f"![{title}]({figure})", "", markdown_table(table), ""]
+    root = directory.parents[1]
+    cells = [(c, load_results(root / c["run"])) for c in manifest["cells"]]
+    text += trajectory_section(directory, cells, markdown_table)
     return write_pages(directory, "\n".join(text), f"cogsae sweep {manifest['sweep']}")

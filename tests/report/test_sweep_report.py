@@ -68,3 +68,29 @@ def test_sweep_report_files(sweep_folder: Path) -> None:
     assert len(pd.read_csv(sweep_folder / "combined.csv")) == 3
     assert len(pd.read_csv(sweep_folder / "sweep.csv")) == 6
     assert json.loads((sweep_folder / "sweep.json").read_text())["sweep"] in html
+
+
+def test_sweep_report_follows_each_model_across_layers(sweep_folder: Path) -> None:
+    """With a geometry entry in each run, the report gets one trajectory per space: each
+    model's fit against layer, from results.json alone."""
+    root = sweep_folder.parents[1]
+    for cell in json.loads((sweep_folder / "sweep.json").read_text())["cells"]:
+        path = root / cell["run"] / "results.json"
+        results = json.loads(path.read_text())
+        r = cell["layer"] / 10
+        results["geometry"] = {
+            "models": [
+                {"space": space, "model": model, "r": r + shift, "ci_low": r - 0.1,
+                 "ci_high": r + 0.1, "p": 0.01}
+                for space in ("raw", "sae", "raw:contrast")
+                for model, shift in (("category:x", 0.0), ("length", -0.2))
+            ],
+            "comparisons": [],
+        }  # fmt: skip
+        write_json(path, results)
+    write_sweep_report(sweep_folder)
+    text = (sweep_folder / "report.md").read_text()
+    assert "## Representational trajectory" in text
+    assert "### toy: raw" in text and "### toy: sae" in text and "raw:contrast" not in text
+    assert (sweep_folder / "figures" / "trajectory_0.png").is_file()
+    assert (sweep_folder / "figures" / "trajectory_1.png").is_file()

@@ -1,13 +1,14 @@
-"""YAML node helpers: typed values of a composed YAML document with file:line errors.
+"""Typed reads of YAML nodes with file:line errors (the stimulus file's building blocks).
 
-Parsers of the stimulus format read nodes (not plain Python values) so that every error
-can name the line it came from.
+Each function takes a ``yaml.Node`` (from ``yaml.compose``, so the line is known) and
+returns a plain value, or raises a `CogsaeError` naming the file, the line and the field.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from cogsae.errors import CogsaeError
@@ -47,17 +48,41 @@ def string(node: yaml.Node, path: Path, what: str, *, empty_ok: bool = False) ->
     return str(node.value)
 
 
-def int_node(node: yaml.Node, path: Path, what: str) -> int:
+def integer(node: yaml.Node, path: Path, what: str) -> int:
     """An integer scalar, or a CogsaeError naming ``what``."""
     if not isinstance(node, yaml.ScalarNode) or node.tag != "tag:yaml.org,2002:int":
         raise CogsaeError("must be an integer", path=path, line=mark_line(node), field=what)
     return int(node.value)
 
 
+def number(node: yaml.Node, path: Path, what: str) -> float:
+    """A finite int or float scalar (booleans and strings are refused)."""
+    numeric = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    if not isinstance(node, yaml.ScalarNode) or node.tag not in numeric:
+        raise CogsaeError("must be a number", path=path, line=mark_line(node), field=what)
+    value = float(yaml.safe_load(node.value))
+    if not np.isfinite(value):
+        raise CogsaeError("must be a finite number", path=path, line=mark_line(node), field=what)
+    return value
+
+
+def names(fields: dict[str, yaml.Node], key: str, path: Path) -> list[str]:
+    """The distinct strings of the optional top-level list ``key`` (empty when absent)."""
+    if key not in fields:
+        return []
+    nodes = sequence(fields[key], path, key)
+    names = [string(n, path, f"{key}[{i}]") for i, n in enumerate(nodes)]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise CogsaeError(
+                f"{name!r} is listed twice", path=path, line=mark_line(nodes[i]), field=key
+            )
+    return names
+
+
 def check_fields(
     fields: dict[str, yaml.Node], allowed: set[str], node: yaml.Node, path: Path, what: str
 ) -> None:
-    """A CogsaeError on the first field of ``fields`` not in ``allowed``."""
     for name, value in fields.items():
         if name not in allowed:
             raise CogsaeError(
