@@ -50,9 +50,6 @@ METHOD_TITLES = {
 SET_SELECTION_POOL = 64
 """Units per training set that the set-level RSA selectors choose from: the best by the
 method's per-unit window-mean score (cogsae.analysis.set_selection)."""
-NOISE_SHRINKAGE = 0.1
-"""Shrinkage of the within-condition noise covariance toward its diagonal in the
-crossnobis distance of the discriminative set-level selector."""
 COINCIDE_JACCARD = 0.8
 """Mean fold-wise Jaccard overlap of two methods' selections at or above which the two
 select nearly the same units: their paired comparison is reported as "coincide", not as

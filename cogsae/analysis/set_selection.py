@@ -29,7 +29,6 @@ import numpy as np
 
 from cogsae.analysis.selection import _CONSTANT_VAR, UNIT_RSA_SCORES, TrainingMoments, top_k_batch
 from cogsae.constants import (
-    NOISE_SHRINKAGE,
     RSA_CATEGORICAL,
     RSA_DISCRIMINATIVE,
     SET_SELECTION_POOL,
@@ -88,7 +87,7 @@ def greedy_crossnobis(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarra
 
     For the set's condition-mean difference delta [j], within-condition sums of squares
     W_t, W_r [j, j] and pooled noise covariance C = (W_t + W_r) / (n - 2), the shrunk
-    covariance is Sigma = (1 - lambda) C + lambda diag(C) (lambda = NOISE_SHRINKAGE) and
+    covariance is Sigma = (1 - lambda) C + lambda diag(C) (``shrunk_covariance``) and
     the set's crossnobis distance is delta' A delta - tr(A S_t) / n_t - tr(A S_r) / n_r
     with A = Sigma^-1 and S_t, S_r the unbiased condition covariances: the average over
     disjoint item pairs of the cross-validated products, unbiased for the true distance.
@@ -99,15 +98,15 @@ def greedy_crossnobis(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarra
     """
     pool, x = _pool(m, UNIT_RSA_SCORES[RSA_DISCRIMINATIVE](m), k)
     nt, nr = m.n_target, m.n_reference  # [sets, 1]
-    xt, xr = x * m.target[:, :, None], x * m.reference[:, :, None]
-    mean_t, mean_r = xt.sum(axis=1) / nt, xr.sum(axis=1) / nr  # [sets, M]
+    target, reference = m.target[:, :, None], m.reference[:, :, None]
+    mean_t, mean_r = (x * target).sum(axis=1) / nt, (x * reference).sum(axis=1) / nr  # [sets, M]
     delta = mean_t - mean_r
-    w_t = _gram(xt) - nt[:, :, None] * _outer(mean_t)
-    w_r = _gram(xr) - nr[:, :, None] * _outer(mean_r)
+    res_t = (x - mean_t[:, None]) * target
+    res_r = (x - mean_r[:, None]) * reference
+    w_t, w_r = _gram(res_t), _gram(res_r)
     s_t, s_r = w_t / (nt[:, :, None] - 1), w_r / (nr[:, :, None] - 1)
-    noise = (w_t + w_r) / (m.n[:, :, None] - 2)
-    diag = np.einsum("smm->sm", noise)
-    sigma = (1 - NOISE_SHRINKAGE) * noise + NOISE_SHRINKAGE * (noise * np.eye(noise.shape[1]))
+    sigma = shrunk_covariance(res_t + res_r, m.n)
+    diag = np.einsum("smm->sm", sigma)
     live = diag > _CONSTANT_VAR
 
     def gain(chosen: np.ndarray) -> np.ndarray:
@@ -126,6 +125,31 @@ def greedy_crossnobis(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarra
         return np.where(ok, value, -np.inf)
 
     return _greedy(gain, pool, k)
+
+
+def shrunk_covariance(residuals: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """[sets, M, M] noise covariance (dof n - 2) of within-condition ``residuals``
+    [sets, items, M] (0 off each set's n [sets, 1] training items), shrunk to its diagonal.
+
+    The intensity lambda is Schafer & Strimmer's (2005, target D) estimate, computed as
+    rsatoolbox's "shrinkage_diag" noise covariance does: the summed sampling variance of
+    the off-diagonal correlations over their summed squares, clipped to [0, 1]; the shrunk
+    covariance keeps the variances and scales the covariances by 1 - lambda. Chance
+    correlations of noise units (lambda ~ 1) are thus not read as structure that a unit
+    could cancel, while real redundancy (copies: lambda small) is kept.
+    """
+    dof, rows = (n - 2)[:, :, None], n[:, :, None]
+    products = _gram(residuals)
+    var = np.einsum("smm->sm", products) / dof[:, :, 0]
+    var = np.where(var > _CONSTANT_VAR, var, 1.0)
+    pair_var = var[:, :, None] * var[:, None, :]
+    mean_r = products / np.sqrt(pair_var) / (rows - 1)
+    mean_r2 = _gram(residuals * residuals) / pair_var / (rows - 1)
+    var_r = rows / dof**2 * (mean_r2 - mean_r**2)
+    off = ~np.eye(products.shape[1], dtype=bool)
+    lam = (var_r * off).sum(axis=(1, 2)) / np.maximum((mean_r**2 * off).sum(axis=(1, 2)), 1e-30)
+    lam = np.clip(lam, 0.0, 1.0)[:, None, None]
+    return products / dof * np.where(off, 1 - lam, 1.0)
 
 
 def _gram(x: np.ndarray) -> np.ndarray:
