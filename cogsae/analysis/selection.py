@@ -35,6 +35,7 @@ import numpy as np
 
 from cogsae.activations import window_mean
 from cogsae.analysis.contrasts import active_units, auroc, check_labels
+from cogsae.analysis.set_selection import SET_SELECTORS
 from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.constants import (
     CONTRAST,
@@ -44,6 +45,7 @@ from cogsae.constants import (
     RSA_CATEGORICAL_PROFILE,
     RSA_DISCRIMINATIVE,
     RSA_DISCRIMINATIVE_PROFILE,
+    SET_SELECTION_POOL,
 )
 from cogsae.errors import CogsaeError
 
@@ -270,14 +272,31 @@ WINDOW_MEAN_SELECTORS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL, *WINDOW_MEAN_SCORE
 
 def batched_selection(method: str, moments: TrainingMoments, k: int) -> np.ndarray | None:
     """[sets, k] units (indices into ``moments.data``) of a default window-mean selector on
-    every training set of ``moments``, best first; None if ``method`` is not one."""
-    from cogsae.analysis.set_selection import SET_SELECTORS  # builds on this module
-
+    every training set of ``moments``, best first (greedy order for the set-level RSA
+    selectors); None if ``method`` is not one."""
     if method in SET_SELECTORS:
-        return SET_SELECTORS[method](moments, k)[0]
+        return set_selection(method, moments, k)[0]
     if method in WINDOW_MEAN_SCORES:
         return top_k_batch(WINDOW_MEAN_SCORES[method](moments), k)
     return None
+
+
+def set_selection(method: str, m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """[sets, k] units of the set-level RSA selector ``method`` and [sets, k] its gains.
+
+    Each set's candidates are its ``SET_SELECTION_POOL`` best units by the per-unit score
+    ``UNIT_RSA_SCORES[method]`` (at least k), with their window means standardized on the
+    set's training items alone (0 elsewhere), so a set's selection is the one the selector
+    makes given only its training items.
+    """
+    score = UNIT_RSA_SCORES[method](m)
+    pool = top_k_batch(score, min(max(k, SET_SELECTION_POOL), score.shape[1]))
+    train = (m.target + m.reference)[:, :, None]
+    x = m.data.powers[0].T[pool].transpose(0, 2, 1) * train  # [sets, items, M]
+    x -= train * (x.sum(axis=1, keepdims=True) / m.n[:, :, None])
+    sd = np.sqrt((x * x).sum(axis=1, keepdims=True) / m.n[:, :, None])
+    chosen, gains = SET_SELECTORS[method](x / np.where(sd > 0, sd, 1.0), m.target, m.reference, k)
+    return np.take_along_axis(pool, chosen, axis=1), gains
 
 
 def _checked(values: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -295,8 +314,6 @@ def _window_mean_selection(
 ) -> Selection:
     """Top k units of one training set (all given items) by ``batched_selection``; scores
     are the per-unit score, or for a set-level RSA selector the gain of each greedy step."""
-    from cogsae.analysis.set_selection import SET_SELECTORS  # builds on this module
-
     labels = _checked(values, mask, labels)
     data = Standardized.of(window_mean(values, mask))
     train = np.ones((1, labels.size), dtype=bool)
@@ -306,7 +323,7 @@ def _window_mean_selection(
             raise CogsaeError(
                 f"k must be between 1 and {data.x.shape[1]} units, got {k}", field="k"
             )
-        units, gains = SET_SELECTORS[method](moments, k)
+        units, gains = set_selection(method, moments, k)
         return Selection(units[0], gains[0])
     scores = WINDOW_MEAN_SCORES[method](moments)[0]
     return top_k(scores.astype(np.float64), k)

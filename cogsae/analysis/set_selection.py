@@ -15,10 +15,11 @@ the set already carries adds nothing (docs/methods.md, "RSA selectors"):
   units' RDMs) to the category model RDM (0 same, 1 different condition) over all pairs
   of training items; each step adds the unit that gives the best fit.
 
-Both are batched over training sets (folds x permutations) like the per-unit scores: a
-pre-screen keeps each set's ``SET_SELECTION_POOL`` best units by the method's per-unit
-window-mean score (``cogsae.analysis.selection``), then the greedy steps run on
-[sets, pool, pool] moment matrices of those units, a few small tensor products per set.
+Both are batched over training sets (folds x permutations) like the per-unit scores:
+``cogsae.analysis.selection`` pre-screens each set's ``SET_SELECTION_POOL`` best units by
+the method's per-unit window-mean score and standardizes them on the set's training
+items; the greedy steps here run on [sets, pool, pool] moment matrices of those units, a
+few small tensor products per set.
 """
 
 from __future__ import annotations
@@ -27,42 +28,23 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cogsae.analysis.selection import _CONSTANT_VAR, UNIT_RSA_SCORES, TrainingMoments, top_k_batch
-from cogsae.constants import (
-    RSA_CATEGORICAL,
-    RSA_DISCRIMINATIVE,
-    SET_SELECTION_POOL,
-)
+from cogsae.constants import RSA_CATEGORICAL, RSA_DISCRIMINATIVE
 
-
-def _pool(m: TrainingMoments, score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each set's pre-screened units and their window means standardized on its training items.
-
-    Returns pool [sets, M] unit indices (M = max(k, SET_SELECTION_POOL) capped at the
-    units) and x [sets, items, M] float32, centred and scaled to unit variance over the
-    set's training items (0 on the other items), so that a set's selection is the one
-    the selector makes on its training items alone.
-    """
-    size = min(max(k, SET_SELECTION_POOL), score.shape[1])
-    pool = top_k_batch(score, size)
-    train = (m.target + m.reference)[:, :, None]
-    x = m.data.powers[0].T[pool].transpose(0, 2, 1) * train  # [sets, items, M]
-    x -= train * (x.sum(axis=1, keepdims=True) / m.n[:, :, None])
-    sd = np.sqrt((x * x).sum(axis=1, keepdims=True) / m.n[:, :, None])
-    return pool, x / np.where(sd > 0, sd, 1.0)
+# A variance below this (on standardized window means) is a constant or a unit the set
+# already determines exactly: such a candidate adds nothing.
+_SINGULAR = 1e-10
 
 
 def _greedy(
-    gain: Callable[[np.ndarray], np.ndarray], pool: np.ndarray, k: int
+    gain: Callable[[np.ndarray], np.ndarray], n_sets: int, size: int, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy forward selection from each set's ``pool`` [sets, M] of units.
+    """Greedy forward selection of k of each set's ``size`` candidates.
 
-    At each step the candidate with the largest ``gain(chosen)`` [sets, M] (chosen:
-    [sets, j] pool positions so far) joins; ties go to the lower pool position, so the
-    first step takes the best pre-screened unit on a tie. Returns the [sets, k] units and
-    [sets, k] gains at the step each joined (greedy order, not necessarily decreasing).
+    At each step the candidate with the largest ``gain(chosen)`` [sets, size] (chosen:
+    [sets, j] candidates so far) joins; ties go to the lower candidate index. Returns the
+    [sets, k] candidates and [sets, k] gains at the step each joined (greedy order, not
+    necessarily decreasing).
     """
-    n_sets, size = pool.shape
     chosen = np.empty((n_sets, 0), dtype=np.int64)
     taken = np.zeros((n_sets, size), dtype=bool)
     gains = np.empty((n_sets, k))
@@ -73,7 +55,7 @@ def _greedy(
         gains[:, step] = value[rows, best]
         taken[rows, best] = True
         chosen = np.concatenate([chosen, best[:, None]], axis=1)
-    return np.take_along_axis(pool, chosen, axis=1), gains
+    return chosen, gains
 
 
 def _gather(matrix: np.ndarray, chosen: np.ndarray) -> np.ndarray:
@@ -81,9 +63,12 @@ def _gather(matrix: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return np.take_along_axis(matrix, chosen[:, :, None], axis=1)
 
 
-def greedy_crossnobis(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """[sets, k] units (indices into ``m.data``) by greedy crossnobis distance, in greedy
-    order, and [sets, k] the distance each added.
+def greedy_crossnobis(
+    x: np.ndarray, target: np.ndarray, reference: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """[sets, k] candidates by greedy crossnobis distance, in greedy order, and [sets, k]
+    the distance each added, from candidates' window means x [sets, items, M] (0 off the
+    set's training items) and 0/1 indicators target, reference [sets, items] of each set.
 
     For the set's condition-mean difference delta [j], within-condition sums of squares
     W_t, W_r [j, j] and pooled noise covariance C = (W_t + W_r) / (n - 2), the shrunk
@@ -96,18 +81,17 @@ def greedy_crossnobis(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarra
     and e_t, e_r the condition variances of the residual x_u - b' x_S: a unit that the
     set already predicts (a redundant copy) has r_u ~ 0 and adds ~ nothing.
     """
-    pool, x = _pool(m, UNIT_RSA_SCORES[RSA_DISCRIMINATIVE](m), k)
-    nt, nr = m.n_target, m.n_reference  # [sets, 1]
-    target, reference = m.target[:, :, None], m.reference[:, :, None]
+    nt, nr = target.sum(axis=1, keepdims=True), reference.sum(axis=1, keepdims=True)
+    target, reference = target[:, :, None], reference[:, :, None]
     mean_t, mean_r = (x * target).sum(axis=1) / nt, (x * reference).sum(axis=1) / nr  # [sets, M]
     delta = mean_t - mean_r
     res_t = (x - mean_t[:, None]) * target
     res_r = (x - mean_r[:, None]) * reference
     w_t, w_r = _gram(res_t), _gram(res_r)
     s_t, s_r = w_t / (nt[:, :, None] - 1), w_r / (nr[:, :, None] - 1)
-    sigma = shrunk_covariance(res_t + res_r, m.n)
+    sigma = shrunk_covariance(res_t + res_r, nt + nr)
     diag = np.einsum("smm->sm", sigma)
-    live = diag > _CONSTANT_VAR
+    live = diag > _SINGULAR
 
     def gain(chosen: np.ndarray) -> np.ndarray:
         if not chosen.shape[1]:
@@ -120,11 +104,11 @@ def greedy_crossnobis(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarra
             r = delta - np.einsum("sj,sjm->sm", np.take_along_axis(delta, chosen, 1), b)
             v = diag - np.einsum("sjm,sjm->sm", sigma_su, b)
             e_t, e_r = _residual_variance(s_t, chosen, b), _residual_variance(s_r, chosen, b)
-        ok = live & (v > _CONSTANT_VAR * np.maximum(diag, 1.0))
+        ok = live & (v > _SINGULAR * np.maximum(diag, 1.0))
         value = (r**2 - e_t / nt - e_r / nr) / np.where(ok, v, 1.0)
         return np.where(ok, value, -np.inf)
 
-    return _greedy(gain, pool, k)
+    return _greedy(gain, x.shape[0], x.shape[2], k)
 
 
 def shrunk_covariance(residuals: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -141,7 +125,7 @@ def shrunk_covariance(residuals: np.ndarray, n: np.ndarray) -> np.ndarray:
     dof, rows = (n - 2)[:, :, None], n[:, :, None]
     products = _gram(residuals)
     var = np.einsum("smm->sm", products) / dof[:, :, 0]
-    var = np.where(var > _CONSTANT_VAR, var, 1.0)
+    var = np.where(var > _SINGULAR, var, 1.0)
     pair_var = var[:, :, None] * var[:, None, :]
     mean_r = products / np.sqrt(pair_var) / (rows - 1)
     mean_r2 = _gram(residuals * residuals) / pair_var / (rows - 1)
@@ -171,9 +155,11 @@ def _residual_variance(cov: np.ndarray, chosen: np.ndarray, b: np.ndarray) -> np
     return np.einsum("smm->sm", cov) - 2 * np.einsum("sjm,sjm->sm", b, cov_su) + quadratic
 
 
-def greedy_category_fit(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """[sets, k] units (indices into ``m.data``) by greedy category-model fit, in greedy
-    order, and [sets, k] the set's fit (up to a factor) after each.
+def greedy_category_fit(
+    x: np.ndarray, target: np.ndarray, reference: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """[sets, k] candidates by greedy category-model fit, in greedy order, and [sets, k]
+    the set's fit (up to a factor) after each; arguments as ``greedy_crossnobis``.
 
     The set's RDM over training items i != j is d_ij = sum_{s in S} (x_is - x_js)^2 on
     standardized window means. Its Pearson r with the category model is, up to a factor
@@ -184,8 +170,8 @@ def greedy_category_fit(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndar
     a = x_s, b = x_s'. A copy of a chosen unit leaves r unchanged; a unit whose distances
     fit the category model on other pairs raises it.
     """
-    pool, x = _pool(m, UNIT_RSA_SCORES[RSA_CATEGORICAL](m), k)
-    nt, nr, n = m.n_target, m.n_reference, m.n  # [sets, 1]
+    nt, nr = target.sum(axis=1, keepdims=True), reference.sum(axis=1, keepdims=True)
+    n = nt + nr  # [sets, 1]
     x2 = x * x
     s1, s2 = x.sum(axis=1), x2.sum(axis=1)  # [sets, M]
     s11, s22 = _gram(x), _gram(x2)
@@ -202,15 +188,15 @@ def greedy_category_fit(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndar
     mean_d = 2 * (s2 - s1**2 / n) / (n - 1)  # mean distance over ordered pairs, per unit
     cov = products / pairs[:, :, None] - mean_d[:, :, None] * mean_d[:, None]
     # g_s: mean between minus mean within, from the condition moments of the pool units.
-    st1 = (x * m.target[:, :, None]).sum(axis=1)
-    st2 = (x2 * m.target[:, :, None]).sum(axis=1)
+    st1 = (x * target[:, :, None]).sum(axis=1)
+    st2 = (x2 * target[:, :, None]).sum(axis=1)
     ct, cr = st2 - st1**2 / nt, (s2 - st2) - (s1 - st1) ** 2 / nr
     diff = st1 / nt - (s1 - st1) / nr
     between = ct / nt + cr / nr + diff**2
     within = 2 * (nt * ct + nr * cr) / (pairs - 2 * nt * nr)
     g = between - within
     var_u = np.einsum("smm->sm", cov)
-    live = var_u > _CONSTANT_VAR
+    live = var_u > _SINGULAR
     state = {"fit": np.zeros_like(s1[:, :1]), "var": np.zeros_like(s1[:, :1]), "row": 0 * s1}
 
     def gain(chosen: np.ndarray) -> np.ndarray:
@@ -222,14 +208,14 @@ def greedy_category_fit(m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndar
             )
             state["row"] = state["row"] + _gather(cov, last)[:, 0]
         total = state["var"] + var_u + 2 * state["row"]
-        ok = live & (total > _CONSTANT_VAR)
+        ok = live & (total > _SINGULAR)
         return np.where(ok, (state["fit"] + g) / np.sqrt(np.where(ok, total, 1.0)), -np.inf)
 
-    return _greedy(gain, pool, k)
+    return _greedy(gain, x.shape[0], x.shape[2], k)
 
 
-SET_SELECTORS: dict[str, Callable[[TrainingMoments, int], tuple[np.ndarray, np.ndarray]]] = {
+SET_SELECTORS: dict[str, Callable[..., tuple[np.ndarray, np.ndarray]]] = {
     RSA_DISCRIMINATIVE: greedy_crossnobis,
     RSA_CATEGORICAL: greedy_category_fit,
 }
-"""Set-level selectors: training-set moments and k -> ([sets, k] units, [sets, k] gains)."""
+"""Set-level selectors: (x, target, reference, k) -> ([sets, k] candidates, [sets, k] gains)."""
