@@ -286,7 +286,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 "that does not beat it may read length or position rather than the concept "
                 "(same test, its own Holm family).",
                 "",
-                markdown_table(confound[columns]),
+                markdown_table(confound[[c for c in columns if c in confound]]),
                 "",
             ]
         lines += ["### Population RSA and univariate contrasts", ""]
