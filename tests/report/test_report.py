@@ -108,3 +108,23 @@ def test_a_few_paired_items_are_named_without_stopping_the_verdicts() -> None:
 def test_shuffled_runs_say_so_even_without_a_significant_readout() -> None:
     text = main_finding({"shuffled_labels": True}, concept([method("raw", "contrast", 0.5, 0.9)]))
     assert "Labels were shuffled" in text and "0 of 1 readouts" in text
+
+
+def test_coinciding_selections_get_no_verdict() -> None:
+    """A comparison whose two methods select nearly the same units is said to coincide."""
+    coincide = {
+        **comparison("sae:rsa_discriminative", "sae:contrast", 0.01, 0.001),
+        "coincide": True,
+    }
+    record = concept(
+        [
+            method("sae", "rsa_discriminative", 0.90, 0.002),
+            method("sae", "rsa_categorical", 0.80, 0.002),
+            method("sae", "contrast", 0.89, 0.002),
+        ],
+        [coincide, comparison("sae:rsa_categorical", "sae:contrast", -0.09, 0.01)],
+    )
+    text = main_finding({}, record)
+    assert "discriminative RSA and Welch-t contrast select nearly the same units" in text
+    assert "discriminative RSA beat Welch-t contrast" not in text
+    assert "In sae space categorical RSA lost to Welch-t contrast (ΔAUROC -0.090" in text
