@@ -197,6 +197,8 @@ def greedy_category_fit(
     g = between - within
     var_u = np.einsum("smm->sm", cov)
     live = var_u > _SINGULAR
+    # Running sums over the chosen set: sum g, sum K and each candidate's row sum of K.
+    # ``_greedy`` calls ``gain`` once per step, with one more chosen unit each time.
     state = {"fit": np.zeros_like(s1[:, :1]), "var": np.zeros_like(s1[:, :1]), "row": 0 * s1}
 
     def gain(chosen: np.ndarray) -> np.ndarray:
