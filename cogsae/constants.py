@@ -57,3 +57,10 @@ METHOD_TITLES = {
 
 CONTRAST_KIND = "contrast"
 """Kind of a concept entry that contrasts two levels of a factor (target vs reference)."""
+SET_SELECTION_POOL = 64
+"""Units per training set that the set-level RSA selectors choose from: the best by the
+method's per-unit window-mean score (cogsae.analysis.set_selection)."""
+COINCIDE_JACCARD = 0.8
+"""Mean fold-wise Jaccard overlap of two methods' selections at or above which the two
+select nearly the same units: their paired comparison is reported as "coincide", not as
+evidence for either method."""

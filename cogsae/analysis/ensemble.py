@@ -9,7 +9,7 @@ sees training items only, the held-out items are scored, and the whole procedure
 (selection included) is re-run on label permutations for the p-values.
 
 The engine is batched: the training sets of many (permutation, repeat, fold) triples are
-fitted together. Window-mean selection scores are matrix products of per-unit moments
+fitted together. Window-mean selections are matrix products of per-unit moments
 (``cogsae.analysis.selection.TrainingMoments``), the L1 logistic fits are one vectorized proximal
 Newton solver (:func:`fit_l1_logistic`), and the dense probe is a kernel logistic
 regression on a fold-invariant kernel (:func:`fit_kernel_logistic`); both solve exactly
@@ -48,10 +48,10 @@ from cogsae.analysis.nulls import permutation_nulls
 from cogsae.analysis.nulls import sequential_p as _sequential_p
 from cogsae.analysis.selection import (
     SELECTORS,
-    WINDOW_MEAN_SCORES,
+    WINDOW_MEAN_SELECTORS,
     Selection,
     Standardized,
-    top_k_batch,
+    batched_selection,
 )
 from cogsae.analysis.solvers import fit_kernel_logistic, fit_l1_logistic, weighted_standardize
 from cogsae.constants import DENSE_L2, DIFF_MEANS, RANDOM
@@ -203,15 +203,15 @@ class SelectedL1:
     def select(self, data: SpaceData, sets: FoldSets) -> np.ndarray:
         """[sets, k] units chosen on each set's training items."""
         n_units = data.means.shape[1]
-        if self.selector is None and self.method in WINDOW_MEAN_SCORES:
+        if self.selector is None and self.method in WINDOW_MEAN_SELECTORS:
             if self.k > data.active.size:
                 raise CogsaeError(
                     f"k = {self.k} exceeds the {data.active.size} active units of space "
                     f"{data.acts.space!r}",
                     field="--k",
                 )
-            scores = WINDOW_MEAN_SCORES[self.method](sets.moments(data.standardized))
-            return data.active[top_k_batch(scores, self.k)]
+            moments = sets.moments(data.standardized)
+            return data.active[batched_selection(self.method, moments, self.k)]
         if self.k > n_units:
             raise CogsaeError(f"k = {self.k} exceeds the {n_units} units", field="--k")
         if self.selector is None and self.method == RANDOM:

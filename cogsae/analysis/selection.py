@@ -7,12 +7,16 @@ items only (selection happens inside each outer fold). Units are ranked best fir
 are broken by the lower unit index, so selection is deterministic (except ``random``,
 which draws from ``rng``).
 
-Representation: the default selectors score each unit on its WINDOW MEANS, the very
-representation the readout (standardize + L1 logistic on window means) is fitted on, so
-selection cannot prefer a unit for something the readout never sees (e.g. a feature
-whose firing position shifts with sentence length). The per-position profile RSA of
-``cogsae.analysis.unit_rsa.unit_rsa_scores`` stays available as the named variants
-``rsa_discriminative_profile`` and ``rsa_categorical_profile``.
+Representation: the default selectors work on WINDOW MEANS, the very representation the
+readout (standardize + L1 logistic on window means) is fitted on, so selection cannot
+prefer a unit for something the readout never sees (e.g. a feature whose firing position
+shifts with sentence length). ``contrast`` and ``max_activation`` score each unit on its
+own; the RSA selectors ``rsa_discriminative`` and ``rsa_categorical`` score the geometry
+of the selected SET (greedy forward selection, ``cogsae.analysis.set_selection``),
+because a per-unit RSA score on one value per item is a monotone function of the Welch t.
+The per-position profile RSA of ``cogsae.analysis.unit_rsa.unit_rsa_scores`` stays
+available as the named variants ``rsa_discriminative_profile`` and
+``rsa_categorical_profile``.
 
 Window-mean scores are closed-form functions of per-unit moments of the training items
 (:class:`TrainingMoments`), so the cross-validation engine computes them for thousands of
@@ -31,6 +35,7 @@ import numpy as np
 
 from cogsae.activations import window_mean
 from cogsae.analysis.contrasts import active_units, auroc, check_labels
+from cogsae.analysis.set_selection import SET_SELECTORS
 from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.constants import (
     CONTRAST,
@@ -40,6 +45,7 @@ from cogsae.constants import (
     RSA_CATEGORICAL_PROFILE,
     RSA_DISCRIMINATIVE,
     RSA_DISCRIMINATIVE_PROFILE,
+    SET_SELECTION_POOL,
 )
 from cogsae.errors import CogsaeError
 
@@ -247,12 +253,50 @@ def _max_activation(m: TrainingMoments) -> np.ndarray:
 
 
 WINDOW_MEAN_SCORES: dict[str, Callable[[TrainingMoments], np.ndarray]] = {
-    RSA_DISCRIMINATIVE: _discriminative,
-    RSA_CATEGORICAL: _categorical,
     MAX_ACTIVATION: _max_activation,
     CONTRAST: _contrast,
 }
-"""Per-unit window-mean scores [sets, units] of the default selectors, from moments."""
+"""Per-unit window-mean scores [sets, units] of the per-unit default selectors, from moments."""
+
+UNIT_RSA_SCORES: dict[str, Callable[[TrainingMoments], np.ndarray]] = {
+    RSA_DISCRIMINATIVE: _discriminative,
+    RSA_CATEGORICAL: _categorical,
+}
+"""Per-unit window-mean RSA scores [sets, units]: monotone in the Welch t for the
+discriminative one, so not a selector on their own; the set-level RSA selectors'
+pre-screen (``cogsae.analysis.set_selection``)."""
+
+WINDOW_MEAN_SELECTORS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL, *WINDOW_MEAN_SCORES)
+"""Default selectors the engine runs batched on window-mean moments (``batched_selection``)."""
+
+
+def batched_selection(method: str, moments: TrainingMoments, k: int) -> np.ndarray | None:
+    """[sets, k] units (indices into ``moments.data``) of a default window-mean selector on
+    every training set of ``moments``, best first (greedy order for the set-level RSA
+    selectors); None if ``method`` is not one."""
+    if method in SET_SELECTORS:
+        return set_selection(method, moments, k)[0]
+    if method in WINDOW_MEAN_SCORES:
+        return top_k_batch(WINDOW_MEAN_SCORES[method](moments), k)
+    return None
+
+
+def set_selection(method: str, m: TrainingMoments, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """[sets, k] units of the set-level RSA selector ``method`` and [sets, k] its gains.
+
+    Each set's candidates are its ``SET_SELECTION_POOL`` best units by the per-unit score
+    ``UNIT_RSA_SCORES[method]`` (at least k), with their window means standardized on the
+    set's training items alone (0 elsewhere), so a set's selection is the one the selector
+    makes given only its training items.
+    """
+    score = UNIT_RSA_SCORES[method](m)
+    pool = top_k_batch(score, min(max(k, SET_SELECTION_POOL), score.shape[1]))
+    train = (m.target + m.reference)[:, :, None]
+    x = m.data.powers[0].T[pool].transpose(0, 2, 1) * train  # [sets, items, M]
+    x -= train * (x.sum(axis=1, keepdims=True) / m.n[:, :, None])
+    sd = np.sqrt((x * x).sum(axis=1, keepdims=True) / m.n[:, :, None])
+    chosen, gains = SET_SELECTORS[method](x / np.where(sd > 0, sd, 1.0), m.target, m.reference, k)
+    return np.take_along_axis(pool, chosen, axis=1), gains
 
 
 def _checked(values: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -268,28 +312,42 @@ def _checked(values: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> np.nda
 def _window_mean_selection(
     method: str, values: np.ndarray, mask: np.ndarray, labels: np.ndarray, k: int
 ) -> Selection:
-    """Top k units of one training set (all given items) by ``WINDOW_MEAN_SCORES[method]``."""
+    """Top k units of one training set (all given items) by ``batched_selection``; scores
+    are the per-unit score, or for a set-level RSA selector the gain of each greedy step."""
     labels = _checked(values, mask, labels)
     data = Standardized.of(window_mean(values, mask))
     train = np.ones((1, labels.size), dtype=bool)
-    scores = WINDOW_MEAN_SCORES[method](TrainingMoments(data, train, labels[None, :]))[0]
+    moments = TrainingMoments(data, train, labels[None, :])
+    if method in SET_SELECTORS:
+        if not 1 <= k <= data.x.shape[1]:
+            raise CogsaeError(
+                f"k must be between 1 and {data.x.shape[1]} units, got {k}", field="k"
+            )
+        units, gains = set_selection(method, moments, k)
+        return Selection(units[0], gains[0])
+    scores = WINDOW_MEAN_SCORES[method](moments)[0]
     return top_k(scores.astype(np.float64), k)
 
 
 def rsa_discriminative(
     values: np.ndarray, mask: np.ndarray, labels: np.ndarray, k: int, *, rng: np.random.Generator
 ) -> Selection:
-    """Top k units by per-unit discriminative RSA on window means: the unit's cross-validated
-    between- minus within-condition distance, scaled by its mean pair distance (see
-    ``_discriminative``). ``rng`` is unused (kept for the shared signature)."""
+    """k units by greedy set-level discriminative RSA on window means: each step adds the
+    unit that most raises the crossnobis distance between the condition means of the set
+    (``cogsae.analysis.set_selection.greedy_crossnobis``) among the best units by the
+    per-unit window-mean score (``_discriminative``). Scores are each step's gain.
+    ``rng`` is unused (kept for the shared signature)."""
     return _window_mean_selection(RSA_DISCRIMINATIVE, values, mask, labels, k)
 
 
 def rsa_categorical(
     values: np.ndarray, mask: np.ndarray, labels: np.ndarray, k: int, *, rng: np.random.Generator
 ) -> Selection:
-    """Top k units by per-unit categorical RSA on window means: Pearson fit of the unit's
-    item x item RDM to the category model RDM (see ``_categorical``). ``rng`` is unused."""
+    """k units by greedy set-level categorical RSA on window means: each step adds the unit
+    that gives the set's item x item RDM the best Pearson fit to the category model RDM
+    (``cogsae.analysis.set_selection.greedy_category_fit``) among the best units by the
+    per-unit window-mean score (``_categorical``). Scores are the set's fit after each
+    step. ``rng`` is unused."""
     return _window_mean_selection(RSA_CATEGORICAL, values, mask, labels, k)
 
 

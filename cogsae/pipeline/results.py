@@ -109,6 +109,8 @@ class ConceptResult:
         comparisons: paired comparisons table (records), each with ``stable``: whether
             the replication partition agrees on direction and significance.
         confound: comparisons of every readout with the confound baseline (records).
+        selection_overlap: {space, a, b, jaccard, coincide} for every pair of selection
+            methods of a space: mean fold-wise Jaccard overlap of their selected units.
         warnings: design warnings (paired items without groups, label-pure groups, ...).
         paired_items: items that look paired across conditions in a set without groups
             (cross-validation then splits pairs: no readout is crowned, no verdict drawn).
@@ -136,6 +138,7 @@ class ConceptResult:
     k_curve: list[MethodResult] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     confound: list[dict[str, Any]] = field(default_factory=list)
+    selection_overlap: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     paired_items: int = 0
     transfer: dict[str, Any] = field(default_factory=dict)
@@ -198,6 +201,7 @@ class ConceptResult:
             ],
             "comparisons": self.comparisons,
             "confound": self.confound,
+            "selection_overlap": self.selection_overlap,
             "population_rsa": {space: self._rsa_record(space) for space in self.categorical},
             "contrasts": {space: _contrast_record(c) for space, c in self.contrasts.items()},
             "glm": {

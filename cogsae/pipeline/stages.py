@@ -53,6 +53,7 @@ from cogsae.analysis.ensemble import (
     compare,
     evaluate,
 )
+from cogsae.analysis.overlap import mark_coinciding, selection_overlap
 from cogsae.analysis.resampling import permutation_blocks, permute_labels
 from cogsae.analysis.rsa import (
     categorical_rsa,
@@ -60,6 +61,7 @@ from cogsae.analysis.rsa import (
 )
 from cogsae.constants import (
     CONFOUND,
+    CONTRAST,
     DENSE_L2,
     MAX_ACTIVATION,
     NUISANCE,
@@ -246,8 +248,9 @@ def readouts(space: str, config: RunConfig, k: int) -> list[SelectedL1 | DiffMea
 def comparison_pairs(spaces: list[str], methods: tuple[str, ...]) -> list[tuple[str, str]]:
     """The confirmatory paired comparisons of a run.
 
-    SAE vs raw for every method; within each space RSA vs max-activation, discriminative
-    vs categorical RSA and every method vs k random units; every method vs the dense probe.
+    SAE vs raw for every method; within each space RSA vs max-activation, RSA vs the
+    contrast, discriminative vs categorical RSA and every method vs k random units; every
+    method vs the dense probe.
     """
     pairs: list[tuple[str, str]] = []
     if "sae" in spaces:
@@ -257,6 +260,11 @@ def comparison_pairs(spaces: list[str], methods: tuple[str, ...]) -> list[tuple[
             pairs.append((f"{space}:rsa_discriminative", f"{space}:max_activation"))
         if {RSA_CATEGORICAL, MAX_ACTIVATION} <= set(methods):
             pairs.append((f"{space}:rsa_categorical", f"{space}:max_activation"))
+        pairs += [
+            (f"{space}:{m}", f"{space}:{CONTRAST}")
+            for m in (RSA_DISCRIMINATIVE, RSA_CATEGORICAL)
+            if {m, CONTRAST} <= set(methods)
+        ]
         if {RSA_DISCRIMINATIVE, RSA_CATEGORICAL} <= set(methods):
             pairs.append((f"{space}:rsa_discriminative", f"{space}:rsa_categorical"))
         pairs += [(f"{space}:{m}", f"{space}:random") for m in methods]
@@ -373,8 +381,10 @@ def analyse_concept(
         for again in replication_seeds(seed)
     ]
     pairs = comparison_pairs(list(spaces), config.methods)
-    result.comparisons = with_stability(
-        compare(result.methods, pairs), [compare(r, pairs) for r in replicates]
+    result.selection_overlap = selection_overlap(result.methods)
+    result.comparisons = mark_coinciding(
+        with_stability(compare(result.methods, pairs), [compare(r, pairs) for r in replicates]),
+        result.selection_overlap,
     )
     checks = confound_pairs([m.label for m in result.methods])
     result.confound = with_stability(

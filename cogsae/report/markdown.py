@@ -8,9 +8,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
+from cogsae.constants import (
+    ALPHA,
+    COINCIDE_JACCARD,
+    CONFOUND,
+    DENSE_L2,
+    METHOD_TITLES,
+    PAIRED_SHARE,
+    RANDOM,
+    RSA_CATEGORICAL,
+    RSA_DISCRIMINATIVE,
+)
 from cogsae.report.geometry import geometry_section
 from cogsae.report.omnibus import is_omnibus, omnibus_section, record_tag
+
+RSA_METHODS = (RSA_DISCRIMINATIVE, RSA_CATEGORICAL)
 
 
 def _fmt_p(p: float) -> str:
@@ -115,10 +127,18 @@ def main_finding(results: dict[str, Any], concept: dict[str, Any]) -> str:
             + "."
         )
     for c in usable:
-        if c["a"].endswith(":rsa_discriminative") and c["b"].endswith(":max_activation"):
-            space = c["a"].split(":")[0]
-            verdict = _verdict(c, "discriminative RSA", "max-activation")
-            text.append(f"In {space} space {verdict}.")
+        a, b = c["a"].split(":")[1], c["b"].split(":")[1]
+        if c["a"].split(":")[0] != c["b"].split(":")[0] or a not in RSA_METHODS or b == RANDOM:
+            continue
+        space, names = c["a"].split(":")[0], (METHOD_TITLES[a], METHOD_TITLES.get(b, b))
+        if c.get("coincide"):
+            text.append(
+                f"In {space} space {names[0]} and {names[1]} select nearly the same units "
+                f"(mean fold-wise Jaccard >= {COINCIDE_JACCARD}): the two coincide, and their "
+                "comparison is no evidence for either."
+            )
+        elif b in METHOD_TITLES:
+            text.append(f"In {space} space {_verdict(c, *names)}.")
     dense = next((m for m in methods if m["method"] == DENSE_L2), None)
     if dense is not None:
         beat_dense = [
@@ -259,7 +279,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 lines += [f"![{fig}](figures/{fig}_{tag}.png)", ""]
         comp = pd.DataFrame(concept["comparisons"])
         columns = ["a", "b", "auroc_a", "auroc_b", "diff", "ci_low", "ci_high", "p"]
-        columns += ["p_corrected", "stable"]
+        columns += ["p_corrected", "stable", *(["coincide"] if "coincide" in comp else [])]
         if not comp.empty:
             lines += [
                 "### Paired comparisons",
@@ -272,9 +292,21 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 f"{comp['correction'].iloc[0]}-corrected over the family below. `stable`: two "
                 "other partitions of the items (seeds - 1 and + 1) give the same verdict "
                 "(significant in the same direction, or not); an unstable verdict should not "
-                "be reported.",
+                "be reported. `coincide`: the two select nearly the same units (mean fold-wise "
+                f"Jaccard >= {COINCIDE_JACCARD}), so the row is no evidence for either.",
                 "",
                 markdown_table(comp[columns]),
+                "",
+            ]
+        overlap = pd.DataFrame(concept.get("selection_overlap", []))
+        if not overlap.empty:
+            lines += [
+                "### Selection overlap",
+                "",
+                "Mean over the held-out folds of the Jaccard overlap of two methods' selected "
+                "units (each selected on the fold's training items).",
+                "",
+                markdown_table(overlap),
                 "",
             ]
         confound = pd.DataFrame(concept.get("confound", []))
@@ -287,7 +319,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 "that does not beat it may read length or position rather than the concept "
                 "(same test, its own Holm family).",
                 "",
-                markdown_table(confound[columns]),
+                markdown_table(confound[[c for c in columns if c in confound]]),
                 "",
             ]
         lines += ["### Population RSA and univariate contrasts", ""]

@@ -8,15 +8,17 @@ import pytest
 from cogsae.activations import window_mean
 from cogsae.analysis.selection import (
     SELECTORS,
-    WINDOW_MEAN_SCORES,
+    UNIT_RSA_SCORES,
+    WINDOW_MEAN_SELECTORS,
     Selection,
     Standardized,
     TrainingMoments,
+    batched_selection,
     contrast,
     max_activation,
     top_k,
-    top_k_batch,
 )
+from cogsae.analysis.set_selection import SET_SELECTORS
 from cogsae.analysis.unit_rsa import unit_rsa_scores
 from cogsae.errors import CogsaeError
 from tests.helpers import ragged_profiles
@@ -40,7 +42,8 @@ def test_every_selector_has_the_shared_signature(name: str) -> None:
     assert isinstance(selection, Selection)
     assert selection.units.shape == (6,) and selection.scores.shape == (6,)
     assert len(set(selection.units.tolist())) == 6
-    assert np.all(np.diff(selection.scores) <= 0)
+    if name not in SET_SELECTORS:  # set-level: greedy order, scores are each step's gain
+        assert np.all(np.diff(selection.scores) <= 0)
 
 
 @pytest.mark.parametrize("name", ["contrast", "rsa_categorical", "rsa_discriminative"])
@@ -76,8 +79,8 @@ def test_masked_positions_never_enter(name: str) -> None:
 def test_ties_are_broken_by_lower_index_and_selection_is_deterministic() -> None:
     values, mask, labels = _data()
     values[:, :, 130] = values[:, :, 3]  # a duplicate of planted unit 3
-    first = SELECTORS["rsa_categorical"](values, mask, labels, 6, rng=np.random.default_rng(0))
-    again = SELECTORS["rsa_categorical"](values, mask, labels, 6, rng=np.random.default_rng(1))
+    first = SELECTORS["contrast"](values, mask, labels, 6, rng=np.random.default_rng(0))
+    again = SELECTORS["contrast"](values, mask, labels, 6, rng=np.random.default_rng(1))
     np.testing.assert_array_equal(first.units, again.units)
     assert list(first.units).index(3) == list(first.units).index(130) - 1
     np.testing.assert_array_equal(top_k(np.array([1.0, np.nan, 2.0, 2.0]), 4).units, [2, 3, 0, 1])
@@ -98,8 +101,8 @@ def test_k_out_of_range_is_a_user_error() -> None:
 
 
 def test_window_mean_scores_equal_rsa_scores_of_window_means() -> None:
-    """The default RSA selectors score each unit's window means: unit_rsa_scores with one
-    position per item, on means; the *_profile variants score the per-position profile."""
+    """The per-unit RSA scores of the set-level selectors' pre-screen are unit_rsa_scores
+    with one position per item, on means; the *_profile variants score the profile."""
     rng = np.random.default_rng(5)
     values = rng.gamma(1.0, size=(24, 5, 40)).astype(np.float32)
     values[:, :, ::3] = 0.0  # silent units, as most SAE features are on a small set
@@ -107,13 +110,14 @@ def test_window_mean_scores_equal_rsa_scores_of_window_means() -> None:
     mask = np.ones((24, 5), dtype=bool)
     mask[::4, -1] = False
     labels = np.repeat([1, 0], 12)
-    means = window_mean(values, mask)[:, None, :]
+    means = window_mean(values, mask)
+    moments = TrainingMoments(Standardized.of(means), np.ones((1, 24), bool), labels[None])
     for kind in ("categorical", "discriminative"):
-        got = SELECTORS[f"rsa_{kind}"](values, mask, labels, 6, rng=rng)
-        want = top_k(unit_rsa_scores(means, np.ones((24, 1), bool), labels, kind), 6)
+        got = top_k(UNIT_RSA_SCORES[f"rsa_{kind}"](moments)[0].astype(np.float64), 6)
+        want = top_k(unit_rsa_scores(means[:, None], np.ones((24, 1), bool), labels, kind), 6)
         np.testing.assert_array_equal(got.units, want.units)
         np.testing.assert_allclose(got.scores, want.scores, rtol=1e-4, atol=1e-6)
-        assert got.units[0] == 1
+        assert SELECTORS[f"rsa_{kind}"](values, mask, labels, 6, rng=rng).units[0] == 1
         profile = SELECTORS[f"rsa_{kind}_profile"](values, mask, labels, 6, rng=rng)
         full = top_k(unit_rsa_scores(values, mask, labels, kind), 6)
         np.testing.assert_array_equal(profile.units, full.units)
@@ -153,8 +157,8 @@ def test_batched_scores_equal_single_set_selection() -> None:
     train = rng.random((6, labels.size)) < 0.7
     perms = np.stack([rng.permutation(labels) for _ in range(6)])
     moments = TrainingMoments(Standardized.of(means), train, perms)
-    for name, score in WINDOW_MEAN_SCORES.items():
-        batched = top_k_batch(score(moments), 5)
+    for name in WINDOW_MEAN_SELECTORS:
+        batched = batched_selection(name, moments, 5)
         for s in range(6):
             idx = np.flatnonzero(train[s])
             single = SELECTORS[name](values[idx], mask[idx], perms[s, idx], 5, rng=rng)

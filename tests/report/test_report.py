@@ -128,3 +128,23 @@ def test_relevance_enrichment_in_the_table_and_base_rate_in_the_figure() -> None
     ax = plot_concept_scores(corpus, "t").axes[0]
     assert [line.get_xdata()[0] for line in ax.get_lines()[:1]] == [0.4]
     assert "base rate" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_coinciding_selections_get_no_verdict() -> None:
+    """A comparison whose two methods select nearly the same units is said to coincide."""
+    coincide = {
+        **comparison("sae:rsa_discriminative", "sae:contrast", 0.01, 0.001),
+        "coincide": True,
+    }
+    record = concept(
+        [
+            method("sae", "rsa_discriminative", 0.90, 0.002),
+            method("sae", "rsa_categorical", 0.80, 0.002),
+            method("sae", "contrast", 0.89, 0.002),
+        ],
+        [coincide, comparison("sae:rsa_categorical", "sae:contrast", -0.09, 0.01)],
+    )
+    text = main_finding({}, record)
+    assert "discriminative RSA and Welch-t contrast select nearly the same units" in text
+    assert "discriminative RSA beat Welch-t contrast" not in text
+    assert "In sae space categorical RSA lost to Welch-t contrast (ΔAUROC -0.090" in text
