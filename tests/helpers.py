@@ -189,13 +189,18 @@ ANSWERS = ["yes", "no", "Yes", "No", "NO"]  # judge answers that must be single 
 THINGS = ["apple", "banana", "cat", "dog", "word", "river", "city", "game"]
 
 
+TOKENIZER_SETS = ("capitals_paired", "city", "negation", "success", "success_tense")
+"""Shipped sets whose texts train the tiny tokenizer: a fixed list, so that adding a set to
+stimuli/ does not change its merges (and with them the tiny model's planted signal)."""
+
+
 def tokenizer_sample() -> list[str]:
-    """The fixed texts the tiny tokenizer is trained on: every shipped stimulus text, the
+    """The fixed texts the tiny tokenizer is trained on: the `TOKENIZER_SETS` texts, the
     planted set's words and a few hundred sentences in which the answers the judges read and
     the words tests plant (" apple", " banana", " cat") are frequent enough to be one token."""
     texts = [SNIPPET_CORPUS, *TEXTS]
-    for path in sorted((REPO / "stimuli").glob("*.yaml")):
-        stimuli = load_stimuli(path)
+    for name in TOKENIZER_SETS:
+        stimuli = load_stimuli(REPO / "stimuli" / f"{name}.yaml")
         texts += stimuli.texts() + stimuli.texts(test=True)
     verbs = GAIN + LOSS
     texts += [f"{s} {v} {o}." for s in SUBJECTS for v in verbs for o in OBJECTS]
