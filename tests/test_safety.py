@@ -38,6 +38,7 @@ from cogsae.extract import check_context, extract_activations, length_batches
 from cogsae.judges import APIJudge, chat_completions_url, post_json
 from cogsae.model import LoadedModel, load_tokenizer
 from cogsae.pipeline import ConceptResult, RunConfig, execute, prepare
+from cogsae.pipeline.plan import build_plan
 from cogsae.report import render_html, write_report
 from cogsae.sae.train import TrainConfig, _restore
 from cogsae.stimuli import load_stimuli
@@ -100,13 +101,12 @@ def test_run_key_follows_stimulus_content_and_model_and_sae_files(
     cfg = run_config(
         tiny_assets, tmp_path, stimuli=str(stimuli_path), model=str(model), sae=str(sae)
     )
-    key = cfg.key(load_stimuli(stimuli_path))
+    key = build_plan(cfg).key
 
     stimuli_path.write_text(stimuli_path.read_text().replace("round 1.", "round one."))
-    edited = load_stimuli(stimuli_path)
-    assert cfg.key(edited) != key  # same path, other content
+    assert build_plan(cfg).key != key  # same path, other content
     stimuli_path.write_text(Path(tiny_assets["stimuli"]).read_text())
-    assert cfg.key(load_stimuli(stimuli_path)) == key
+    assert build_plan(cfg).key == key
 
     def flip_last_byte(path: Path) -> None:
         data = bytearray(path.read_bytes())
@@ -114,10 +114,10 @@ def test_run_key_follows_stimulus_content_and_model_and_sae_files(
         path.write_bytes(bytes(data))
 
     flip_last_byte(model / "model.safetensors")
-    model_changed = cfg.key(load_stimuli(stimuli_path))
+    model_changed = build_plan(cfg).key
     assert model_changed != key
     flip_last_byte(sae / "sae_weights.safetensors")
-    assert cfg.key(load_stimuli(stimuli_path)) not in (key, model_changed)
+    assert build_plan(cfg).key not in (key, model_changed)
 
 
 def test_file_fingerprints_are_remembered_by_size_and_mtime(
