@@ -455,7 +455,7 @@ def _no_model(*_args, **_kwargs):
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("--k", "100000", "units"), ("--folds", "1000", "folds need"), ("--output", None, "write")],
+    [("--k", "100000", "units"), ("--folds", "1", "at least 2 folds"), ("--output", None, "write")],
 )
 def test_impossible_options_fail_before_model_work(
     tiny_assets: dict,
@@ -466,6 +466,7 @@ def test_impossible_options_fail_before_model_work(
     message: str,
 ) -> None:
     monkeypatch.setattr("cogsae.resolve.load_model", _no_model)
+    monkeypatch.setattr("cogsae.pipeline.stages.load_model", _no_model)  # the run's own load
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     output = tmp_path / "results"
