@@ -233,13 +233,13 @@ THINGS = ["apple", "banana", "cat", "dog", "word", "river", "city", "game"]
 
 
 TOKENIZER_SETS = ("capitals_paired", "city", "negation", "success", "success_tense")
-"""The shipped sets whose texts train the tiny tokenizer."""
+"""Shipped sets whose texts train the tiny tokenizer: a fixed list, so that adding a set to
+stimuli/ does not change its merges (and with them the tiny model's planted signal)."""
 
 
 def tokenizer_sample() -> list[str]:
-    """The fixed texts the tiny tokenizer is trained on: the texts of the `TOKENIZER_SETS`
-    (fixed, so a new shipped set does not change the tiny model's tokens), the planted set's
-    words and a few hundred sentences in which the answers the judges read and
+    """The fixed texts the tiny tokenizer is trained on: the `TOKENIZER_SETS` texts, the
+    planted set's words and a few hundred sentences in which the answers the judges read and
     the words tests plant (" apple", " banana", " cat") are frequent enough to be one token."""
     texts = [SNIPPET_CORPUS, *TEXTS]
     for name in TOKENIZER_SETS:

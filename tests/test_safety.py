@@ -38,6 +38,7 @@ from cogsae.extract import check_context, extract_activations, length_batches
 from cogsae.judges import APIJudge, chat_completions_url, post_json
 from cogsae.model import LoadedModel, load_tokenizer
 from cogsae.pipeline import ConceptResult, RunConfig, execute, prepare
+from cogsae.pipeline.plan import build_plan
 from cogsae.report import render_html, write_report
 from cogsae.sae.train import TrainConfig, _restore
 from cogsae.stimuli import load_stimuli
@@ -100,13 +101,12 @@ def test_run_key_follows_stimulus_content_and_model_and_sae_files(
     cfg = run_config(
         tiny_assets, tmp_path, stimuli=str(stimuli_path), model=str(model), sae=str(sae)
     )
-    key = cfg.key(load_stimuli(stimuli_path))
+    key = build_plan(cfg).key
 
     stimuli_path.write_text(stimuli_path.read_text().replace("round 1.", "round one."))
-    edited = load_stimuli(stimuli_path)
-    assert cfg.key(edited) != key  # same path, other content
+    assert build_plan(cfg).key != key  # same path, other content
     stimuli_path.write_text(Path(tiny_assets["stimuli"]).read_text())
-    assert cfg.key(load_stimuli(stimuli_path)) == key
+    assert build_plan(cfg).key == key
 
     def flip_last_byte(path: Path) -> None:
         data = bytearray(path.read_bytes())
@@ -114,10 +114,10 @@ def test_run_key_follows_stimulus_content_and_model_and_sae_files(
         path.write_bytes(bytes(data))
 
     flip_last_byte(model / "model.safetensors")
-    model_changed = cfg.key(load_stimuli(stimuli_path))
+    model_changed = build_plan(cfg).key
     assert model_changed != key
     flip_last_byte(sae / "sae_weights.safetensors")
-    assert cfg.key(load_stimuli(stimuli_path)) not in (key, model_changed)
+    assert build_plan(cfg).key not in (key, model_changed)
 
 
 def test_file_fingerprints_are_remembered_by_size_and_mtime(
@@ -455,7 +455,7 @@ def _no_model(*_args, **_kwargs):
 
 @pytest.mark.parametrize(
     ("option", "value", "message"),
-    [("--k", "100000", "units"), ("--folds", "1000", "folds need"), ("--output", None, "write")],
+    [("--k", "100000", "units"), ("--folds", "1", "at least 2 folds"), ("--output", None, "write")],
 )
 def test_impossible_options_fail_before_model_work(
     tiny_assets: dict,
@@ -466,6 +466,7 @@ def test_impossible_options_fail_before_model_work(
     message: str,
 ) -> None:
     monkeypatch.setattr("cogsae.resolve.load_model", _no_model)
+    monkeypatch.setattr("cogsae.pipeline.stages.load_model", _no_model)  # the run's own load
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     output = tmp_path / "results"

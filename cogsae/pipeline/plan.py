@@ -269,7 +269,7 @@ def cv_size(stimuli: StimulusSet, factor: str, levels: tuple[str, ...], requeste
         f"{factor}={level} has {n} {unit}: {requested} folds would leave fewer than 2 of them "
         f"in a test fold, so {chosen} folds"
     )
-    log.info("%s: %s", stimuli.path, reason)
+    log.warning("%s: %s", stimuli.path, reason)
     return CVSize(chosen, requested, reason)
 
 

@@ -22,7 +22,9 @@ from tests.helpers import binomial_band, run_config, write
 from tests.pipeline.test_plan import FAST, short_set
 
 
-def test_six_items_a_level_run_with_three_folds(tiny_assets: dict, tmp_path: Path) -> None:
+def test_six_items_a_level_run_with_three_folds(
+    tiny_assets: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """5 folds need 10 items a level (two per test fold); a set of 6 used to be refused."""
     path = short_set(tmp_path, n=6)
     cfg = run_config(tiny_assets, tmp_path / "out", stimuli=str(path), sae="none", **FAST)
@@ -30,6 +32,9 @@ def test_six_items_a_level_run_with_three_folds(tiny_assets: dict, tmp_path: Pat
     concept = json.loads((directory / "results.json").read_text())["concepts"][0]
     assert concept["cv"]["folds"] == 3 and concept["cv"]["requested"] == 5
     assert "condition=gain has 6 items" in concept["cv"]["reason"]
+    assert [r.message for r in caplog.records if "folds" in r.message] == [
+        f"{path}: {concept['cv']['reason']}"
+    ]
     write_report(directory)
     report = (directory / "report.md").read_text()
     assert f"Folds: {concept['cv']['reason']}." in report
