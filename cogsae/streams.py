@@ -45,6 +45,11 @@ class Stream(Enum):
     INTERVENTION_BOOTSTRAP = (11, "cogsae.interventions: bootstrap of a steering sweep's items")
     EXAMPLE_SAMPLE = (12, "cogsae.inspect: random examples inside each activation quantile bin")
     SAE_SHUFFLE = (13, "cogsae.sae.data.shuffled_batches: shard order and shuffle buffer")
+    CAUSAL_NULL = (
+        14,
+        "cogsae.pipeline.causal_stage: random unit sets and directions of the causal null, "
+        "more = readout index",
+    )
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag

@@ -98,6 +98,8 @@ class ConceptResult:
             (cross-validation then splits pairs: no readout is crowned, no verdict drawn).
         transfer: method label -> held-out ``test:`` scores (if the set has a test section).
         corpus: method label -> corpus scan (top examples with relevance), if run.
+        causal: the causal stage's record (`cogsae.pipeline.causal_stage.run_causal`:
+            rows, comparisons, steering examples), primary concept only, if run.
     """
 
     factor: str
@@ -117,6 +119,7 @@ class ConceptResult:
     paired_items: int = 0
     transfer: dict[str, Any] = field(default_factory=dict)
     corpus: dict[str, Any] = field(default_factory=dict)
+    causal: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -175,6 +178,14 @@ class ConceptResult:
             },
             "transfer": self.transfer,
             "corpus": self.corpus,
+            "causal": self.causal.get("rows", []),
+            "causal_comparisons": self.causal.get("comparisons", []),
+            "steering_examples": self.causal.get("steering_examples", []),
+            "causal_settings": {
+                k: v
+                for k, v in self.causal.items()
+                if k not in ("rows", "comparisons", "steering_examples")
+            },
         }
         return record
 
