@@ -105,7 +105,7 @@ def sensitivity(
     loaded: LoadedModel,
     texts: Sequence[str],
     *,
-    batch_size: int = 16,
+    batch_size: int = 64,
     include_first: bool = False,
     progress: bool = True,
 ) -> Sensitivity:

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from cogsae.errors import CogsaeError
+from cogsae.report.causal import write_causal_figures
 from cogsae.report.figures import plot_combined, save_png, write_figures
 from cogsae.report.html import render_html, write_pages
 from cogsae.report.markdown import main_finding, markdown_table, methods_table, render_markdown
@@ -58,6 +59,7 @@ def write_report(directory: Path) -> Path:
     write_tables(directory / "tables", results)
     if results["config"]["figures"]:
         write_figures(directory / "figures", results)
+        write_causal_figures(directory / "figures", results)
     return render_report(directory)
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cogsae._io import safe_name
 from cogsae.constants import ALPHA, CONFOUND, DENSE_L2, METHOD_TITLES, PAIRED_SHARE
+from cogsae.report.causal import causal_section
 
 
 def _fmt_p(p: float) -> str:
@@ -257,6 +258,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 markdown_table(confound[columns]),
                 "",
             ]
+        lines += causal_section(concept, figures)
         lines += ["### Population RSA and univariate contrasts", ""]
         rows = []
         for space, rsa in concept["population_rsa"].items():
