@@ -44,7 +44,7 @@ from cogsae.constants import (
     STEER,
 )
 from cogsae.inspect import Ensemble
-from cogsae.interventions import Steer, generate, mean_logprobs
+from cogsae.interventions import SteerRows, generate_rows, mean_logprobs
 from cogsae.model import LoadedModel
 from cogsae.pipeline.results import ConceptResult, corrected
 from cogsae.streams import Stream
@@ -112,12 +112,15 @@ class Interventions:
             sd = data.means.std(axis=0)
             sd = np.where(sd > 0, sd, 1.0)
             coef = final.coef[used] if used.size else np.ones(1)
-            vectors = []
-            for chosen in self.null_units:
-                weights = rng.permutation(coef) / sd[chosen]
-                model = LinearModel(chosen, np.zeros(chosen.size), np.ones(chosen.size), weights, 0)
-                vectors.append(direction(model, space, d_model, sae))
-            null = np.stack(vectors)
+            sets = self.null_units
+            weights = np.stack([rng.permutation(coef) for _ in sets]) / sd[sets]  # [R, k]
+            if space == "sae":
+                decoder = sae.decoder_directions.detach().float().cpu().numpy()
+                vectors = np.einsum("rk,rkd->rd", weights, decoder[sets])
+            else:
+                vectors = np.zeros((n_null, d_model))
+                np.put_along_axis(vectors, sets, weights, axis=1)
+            null = unit_rows(vectors)
         self.null_steer = scale * sens.steer(null)
         if space == "sae":
             assert attribution is not None
@@ -265,27 +268,35 @@ def steering_examples(
 ) -> list[dict[str, Any]]:
     """Greedy continuations of ``prompts`` steered along the best k-unit readout (highest
     held-out AUROC) and DiffMean at each alpha, with the judge's concept score of each
-    continuation and its perplexity under the unedited model."""
+    continuation and its perplexity under the unedited model. Each prompt's continuations
+    are one batch (row 0 unedited, shown for every readout at alpha 0)."""
     selections = [m for m in concept.methods if m.method not in (*DENSE, RANDOM, CONFOUND)]
     chosen = [max(selections, key=lambda m: m.auroc)] if selections else []
     chosen += [m for m in concept.methods if m.method == DIFF_MEANS]
+    settings = [(None, 0.0)] + [(r, float(a)) for r in chosen for a in alphas if a]
+    vectors = torch.stack(
+        [
+            torch.zeros(loaded.d_model)
+            if result is None
+            else torch.from_numpy(
+                alpha
+                * mean_norm
+                * direction(result.model, result.space, loaded.d_model, sae).astype(np.float32)
+            )
+            for result, alpha in settings
+        ]
+    )
     rows = []
-    unedited = {p: generate(loaded, p, max_new_tokens=max_new_tokens) for p in prompts}
-    for result in chosen:
-        vector = torch.from_numpy(
-            direction(result.model, result.space, loaded.d_model, sae).astype(np.float32)
+    for prompt in prompts:
+        texts = generate_rows(
+            loaded, prompt, [SteerRows(vectors)], len(settings), max_new_tokens=max_new_tokens
         )
-        for alpha in alphas:
-            for prompt in prompts:
-                edits = [Steer(vector, alpha * mean_norm)] if alpha else []
-                text = (
-                    generate(loaded, prompt, edits, max_new_tokens=max_new_tokens)
-                    if alpha
-                    else unedited[prompt]
-                )
-                rows.append(
-                    {"readout": result.label, "alpha": float(alpha), "prompt": prompt, "text": text}
-                )
+        for (result, alpha), text in zip(settings, texts, strict=True):
+            labels = [m.label for m in chosen] if result is None else [result.label]
+            rows += [
+                {"readout": label, "alpha": alpha, "prompt": prompt, "text": text}
+                for label in labels
+            ]
     texts = [r["text"] for r in rows]
     for row, ppl in zip(rows, continuation_perplexity(loaded, rows), strict=True):
         row["perplexity"] = ppl
