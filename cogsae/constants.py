@@ -47,6 +47,11 @@ NUISANCE = "nuisance"
 CONFOUND_LABEL = f"{NUISANCE}:{CONFOUND}"
 """The confound baseline's label in results (labels are ``space:method``)."""
 
+STEER = "steer"
+"""Causal intervention: add alpha x the readout's unit direction at layer L."""
+ABLATE = "ablate"
+"""Causal intervention: clamp the readout's SAE features to 0 / project out its direction."""
+
 METHOD_TITLES = {
     RSA_DISCRIMINATIVE: "discriminative RSA",
     RSA_CATEGORICAL: "categorical RSA",

@@ -146,7 +146,21 @@ def intervene(
         yield
 
 
-@torch.inference_mode()
+@dataclass(frozen=True)
+class SteerRows:
+    """Add its own vector to each row of a batch (one prompt steered several ways at once).
+
+    Attributes:
+        vectors: [rows, d_model] the added vectors (not normalized).
+    """
+
+    vectors: torch.Tensor
+
+    def delta(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[rows, 1, d_model] float32 (broadcast over positions)."""
+        return self.vectors.to(hidden.device, torch.float32)[:, None, :]
+
+
 def generate(
     loaded: LoadedModel,
     prompt: str,
@@ -162,7 +176,33 @@ def generate(
     The seed is set right before generating, so runs with and without edits draw the
     same random numbers when ``sample`` is on.
     """
-    enc = loaded.tokenize([prompt])
+    return generate_rows(
+        loaded,
+        prompt,
+        edits,
+        1,
+        max_new_tokens=max_new_tokens,
+        sample=sample,
+        seed=seed,
+        include_first=include_first,
+    )[0]
+
+
+@torch.inference_mode()
+def generate_rows(
+    loaded: LoadedModel,
+    prompt: str,
+    edits: Sequence[Edit],
+    rows: int,
+    *,
+    max_new_tokens: int = 40,
+    sample: bool = False,
+    seed: int = 0,
+    include_first: bool = False,
+) -> list[str]:
+    """``rows`` continuations of one ``prompt`` generated as one batch (no padding, so each
+    row is what `generate` alone gives); a `SteerRows` edit steers each row its own way."""
+    enc = {k: v.expand(rows, -1) for k, v in loaded.tokenize([prompt]).items()}
     torch.manual_seed(seed)
     with intervene(loaded, edits, include_first=include_first, incremental=True):
         out = loaded.model.generate(
@@ -172,7 +212,8 @@ def generate(
             use_cache=True,
             pad_token_id=loaded.tokenizer.pad_token_id,
         )
-    return loaded.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    new = out[:, enc["input_ids"].shape[1] :]
+    return [loaded.tokenizer.decode(row, skip_special_tokens=True) for row in new]
 
 
 @torch.inference_mode()

@@ -59,6 +59,11 @@ class Stream(Enum):
         14,
         "cogsae.pipeline.geometry_stage: model-RDM bootstrap and permutations; more = 1: MDS",
     )
+    CAUSAL_NULL = (
+        15,
+        "cogsae.pipeline.causal_stage: random unit sets and directions of the causal null, "
+        "more = readout index",
+    )
 
     def __init__(self, tag: int, purpose: str) -> None:
         self.tag = tag

@@ -122,6 +122,7 @@ def run_config(assets: dict, output: Path, **overrides) -> RunConfig:
         "n_permutations": 99,
         "n_bootstrap": 200,
         "n_snippets": 0,
+        "causal": False,
         "output": str(output),
     }
     return RunConfig(**{**options, **overrides})

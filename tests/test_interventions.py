@@ -227,3 +227,16 @@ def test_cli_commands_end_to_end(
     attribute = run(main, ["attribute", *common, *three, "--out", str(table)])
     assert attribute.exit_code == 0, attribute.output
     assert "correlation: Pearson" in attribute.output and table.is_file()
+
+
+def test_batched_rows_steer_like_single_generations(tiny_model: LoadedModel) -> None:
+    from cogsae.interventions import SteerRows, generate_rows
+
+    prompt = "The team won"
+    vector = torch.randn(tiny_model.d_model, generator=torch.Generator().manual_seed(0))
+    vectors = torch.stack([torch.zeros_like(vector), 3 * vector])
+    rows = generate_rows(tiny_model, prompt, [SteerRows(vectors)], 2, max_new_tokens=6)
+    assert rows[0] == generate(tiny_model, prompt, max_new_tokens=6)
+    steered = Steer(vector, float(3 * vector.norm()))
+    assert rows[1] == generate(tiny_model, prompt, [steered], max_new_tokens=6)
+    assert rows[0] != rows[1]

@@ -76,6 +76,12 @@ class RunConfig:
         run_id: name of the run directory; None = derived from this config's hash.
         figures: draw the PNG figures (off for batches of null runs, where only the
             numbers matter).
+        causal: run the causal stage (steering and ablation of every readout of the primary
+            concept against random unit sets, `cogsae.pipeline.causal_stage`).
+        causal_alphas: steering strengths of the causal tests, in units of the mean
+            residual norm at layer L (first-order effects: small strengths).
+        causal_null: R, random unit sets (random directions for the dense baselines) per
+            readout in the causal null; the smallest p is 1 / (1 + R).
     """
 
     stimuli: str = option(help="Stimulus YAML.", argument=True, metavar="FILE")
@@ -139,6 +145,17 @@ class RunConfig:
     figures: bool = option(
         True, "Skip the PNG figures (for batches of null runs).", flag="--no-figures"
     )
+    causal: bool = option(
+        True, "Skip the causal stage (steering and ablation tests).", flag="--no-causal"
+    )
+    causal_alphas: tuple[float, ...] = option(
+        (-0.1, 0.1),
+        "Steering strengths of the causal tests, in mean residual norms at layer L.",
+        separator=",",
+    )
+    causal_null: int = option(
+        1000, "Random unit sets (or directions) per readout in the causal null."
+    )
 
     def __post_init__(self) -> None:
         self.dtype = dtype_name(resolve_dtype(self.dtype, self.device))
@@ -150,6 +167,11 @@ class RunConfig:
                 f"unknown method(s) {sorted(unknown)}; choose from {SELECTION_METHODS}",
                 field=flag(RunConfig, "methods"),
             )
-        for name, least in (("n_permutations", 0), ("n_bootstrap", 1), ("n_repeats", 1)):
+        for name, least in (
+            ("n_permutations", 0),
+            ("n_bootstrap", 1),
+            ("n_repeats", 1),
+            ("causal_null", 1),
+        ):
             if getattr(self, name) < least:
                 raise CogsaeError(f"must be at least {least}", field=flag(RunConfig, name))

@@ -123,6 +123,8 @@ class ConceptResult:
         tag: file-name part of its tables and figures (default: the factor, with
             "-omnibus" for an omnibus entry).
         anova: space -> per-unit Welch ANOVA over all levels (omnibus entries).
+        causal: the causal stage's record (`cogsae.pipeline.causal_stage.run_causal`:
+            rows, comparisons, steering examples), primary concept only, if run.
     """
 
     factor: str
@@ -148,6 +150,7 @@ class ConceptResult:
     cv: dict[str, Any] = field(default_factory=dict)
     tag: str = ""
     anova: dict[str, AnovaResult] = field(default_factory=dict)
+    causal: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.levels = self.levels or [self.target, self.reference]
@@ -212,6 +215,14 @@ class ConceptResult:
             },
             "transfer": self.transfer,
             "corpus": self.corpus,
+            "causal": self.causal.get("rows", []),
+            "causal_comparisons": self.causal.get("comparisons", []),
+            "steering_examples": self.causal.get("steering_examples", []),
+            "causal_settings": {
+                k: v
+                for k, v in self.causal.items()
+                if k not in ("rows", "comparisons", "steering_examples")
+            },
         }
         if self.anova:
             counts = np.bincount(self.labels, minlength=len(self.levels)).tolist()

@@ -74,6 +74,7 @@ from cogsae.engine import check_engine
 from cogsae.errors import CogsaeError
 from cogsae.extract import Window, extract_activations
 from cogsae.model import LoadedModel, load_model
+from cogsae.pipeline.causal_stage import run_causal
 from cogsae.pipeline.config import (
     RunConfig,
     replication_seeds,
@@ -463,6 +464,9 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     if config.n_snippets > 0 and config.shuffle_labels is None:
         primary = concepts[0]
         primary.corpus = run.stage("corpus", lambda: _corpus_stage(run, primary, *model_and_sae()))
+    if config.causal:
+        causal = lambda: _causal_stage(run, concepts[0], spaces["items"], *model_and_sae())  # noqa: E731
+        concepts[0].causal = run.stage("causal", causal)
     provenance = {
         "cogsae": __version__,
         "python": platform.python_version(),
@@ -509,3 +513,13 @@ def _corpus_stage(run: Run, concept: ConceptResult, model: LoadedModel, sae: Any
         workers=run.config.workers,
         progress=run.progress,
     ).to_record()
+
+
+def _causal_stage(
+    run: Run, concept: ConceptResult, spaces: dict[str, Activations], model: LoadedModel, sae: Any
+) -> dict[str, Any]:
+    """Steering and ablation of every readout of ``concept`` against random unit sets."""
+    procedures = lambda space: readouts(space, run.config, run.config.k[0])  # noqa: E731
+    return run_causal(
+        run.config, run.stimuli, concept, spaces, model, sae, procedures, run.progress
+    )

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from cogsae.errors import CogsaeError
+from cogsae.report.causal import write_causal_figures
 from cogsae.report.figures import plot_combined, save_png, write_figures
 from cogsae.report.geometry import write_geometry_figures
 from cogsae.report.html import render_html, write_pages
@@ -61,6 +62,7 @@ def write_report(directory: Path) -> Path:
     if results["config"]["figures"]:
         write_figures(directory / "figures", results)
         write_geometry_figures(directory / "figures", results)
+        write_causal_figures(directory / "figures", results)
     return render_report(directory)
 
 

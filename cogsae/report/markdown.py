@@ -19,6 +19,7 @@ from cogsae.constants import (
     RSA_CATEGORICAL,
     RSA_DISCRIMINATIVE,
 )
+from cogsae.report.causal import causal_section
 from cogsae.report.geometry import geometry_section
 from cogsae.report.omnibus import is_omnibus, omnibus_section, record_tag
 
@@ -322,6 +323,7 @@ def render_markdown(directory: Path, results: dict[str, Any]) -> str:
                 markdown_table(confound[[c for c in columns if c in confound]]),
                 "",
             ]
+        lines += causal_section(concept, figures)
         lines += ["### Population RSA and univariate contrasts", ""]
         rows = []
         for space, rsa in concept["population_rsa"].items():
