@@ -61,6 +61,8 @@ def group_permutations(
     size (and shuffle the items within each): ``perm[r, i]`` is the item whose model row
     item i takes in permutation r. Without groups (each item its own) any permutation."""
     perms = np.empty((n_permutations, len(group)), dtype=np.int64)
+    if n_permutations == 0:
+        return perms
     sizes = np.bincount(group)
     for size in np.unique(sizes):
         same = np.flatnonzero(sizes == size)

