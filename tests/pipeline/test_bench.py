@@ -25,7 +25,8 @@ from tests.helpers import TINY_LAYER, planted_factorial_set, run_config
 SETTINGS = {"k": (2,), "n_splits": 3, "n_repeats": 2, "n_permutations": 9, "n_bootstrap": 99}
 SETTINGS |= {"n_snippets": 0, "figures": False, "dtype": "float32", "layer": None}
 FAST = ["--k", "2", "--folds", "3", "--repeats", "2", "--permutations", "9", "--bootstrap", "99"]
-FAST += ["--snippets", "0", "--no-figures", "--dtype", "float32", "--no-causal"]  # the SAE's layer is read
+# the SAE's layer is read; the causal stage is not what this test tests
+FAST += ["--snippets", "0", "--no-figures", "--dtype", "float32", "--no-causal"]
 
 
 def test_bench_runs_pools_reports_and_reuses(
