@@ -219,7 +219,7 @@ def npz_contents(payload: bytes) -> dict[str, np.ndarray]:
 
 def test_every_pipeline_stage_round_trips(hostile_run: Path) -> None:
     stages = sorted((hostile_run / "stages").iterdir())
-    assert {p.name for p in stages} == {"activations.npz", "concept-condition.npz"}
+    assert {p.name for p in stages} == {"activations.npz", "concept-condition.npz", "geometry.npz"}
     key = json.loads((hostile_run / "run.json").read_text())["key"]
     for path in stages:
         payload = path.read_bytes()
