@@ -421,25 +421,63 @@ def evaluate(
     names = [readout.name for readout in readouts]
     if len(set(names)) != len(names):
         raise CogsaeError(f"readout names must be unique, got {names}")
+    return cross_validate(
+        readouts,
+        acts,
+        plan,
+        fit=lambda readout, data, sets: readout.fit(data, sets),
+        score=fold_scores,
+        held_out=lambda decisions, labels: decisions,
+        desc=f"permutations [{acts.space}]",
+        level=level,
+        stop_after=stop_after,
+        progress=progress,
+    )
+
+
+def cross_validate(
+    readouts: Sequence[ReadoutProcedure],
+    acts: Activations,
+    plan: CVPlan,
+    *,
+    fit: Callable[[ReadoutProcedure, SpaceData, FoldSets], LinearModels],
+    score: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+    held_out: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    desc: str,
+    outputs: int = 1,
+    level: float = 0.95,
+    stop_after: int | None = 10,
+    progress: bool = True,
+) -> list[MethodResult]:
+    """The procedure behind :func:`evaluate` and the omnibus ``evaluate_levels``: fit every
+    readout on the observed folds, score them, permute (the whole procedure re-run each
+    time) and collect one :class:`MethodResult` per readout.
+
+    ``fit(readout, data, sets)`` fits a readout on a batch of training sets; ``score(
+    decisions, train, labels)`` gives [sets] held-out AUROCs and balanced accuracies;
+    ``held_out(decisions, labels)`` the per-item held-out score kept in ``scores``;
+    ``outputs`` is the number of decision columns per item (1, or one per level), which
+    sizes the permutation batches.
+    """
     if acts.n_items != plan.n_items:
         raise CogsaeError(f"{acts.n_items} items in activations but {plan.n_items} in the plan")
     data = SpaceData(acts)
     n_folds = plan.n_repeats * plan.n_splits
     observed_sets = FoldSets.of(plan, [0])
-    fitted = [readout.fit(data, observed_sets) for readout in readouts]
+    fitted = [fit(readout, data, observed_sets) for readout in readouts]
     decisions = [models.decisions(data.means) for models in fitted]
-    observed = [fold_scores(d, observed_sets.train, observed_sets.labels) for d in decisions]
+    observed = [score(d, observed_sets.train, observed_sets.labels) for d in decisions]
     statistic = np.array([auc.mean() for auc, _ in observed])
 
-    width = max(data.means.shape[1], plan.n_items)
+    width = max(data.means.shape[1], plan.n_items) * outputs
     per_batch = int(np.clip(_BATCH_BYTES // (8 * width * n_folds), 1, 100))
 
     def null_aurocs(sets: FoldSets, running: np.ndarray) -> list[np.ndarray]:
         """Held-out fold AUROCs [sets] of every running readout on these sets."""
         out = []
         for i in running:
-            models = readouts[i].fit(data, sets)
-            out.append(fold_scores(models.decisions(data.means), sets.train, sets.labels)[0])
+            models = fit(readouts[i], data, sets)
+            out.append(score(models.decisions(data.means), sets.train, sets.labels)[0])
         return out
 
     nulls = permutation_nulls(
@@ -449,7 +487,7 @@ def evaluate(
         per_batch=per_batch,
         stop_after=stop_after,
         progress=progress,
-        desc=f"permutations [{acts.space}]",
+        desc=desc,
     )
 
     final_sets = FoldSets.everything(plan)
@@ -459,15 +497,15 @@ def evaluate(
         p_upper = _sequential_p(null >= statistic[i] - _TIE, stop_after)
         p_lower = _sequential_p(null <= statistic[i] + _TIE, stop_after)
         auc, bacc = observed[i]
-        model = readout.fit(data, final_sets).model(0)
+        model = fit(readout, data, final_sets).model(0)
         fold_models = fitted[i]
         units = (
             [np.arange(data.means.shape[1])] * n_folds
             if fold_models.units is None
             else list(fold_models.units)
         )
-        held_out = np.where(observed_sets.train, np.nan, decisions[i])
-        scores = np.nanmax(held_out.reshape(plan.n_repeats, plan.n_splits, -1), axis=1)
+        kept = np.where(observed_sets.train, np.nan, held_out(decisions[i], observed_sets.labels))
+        scores = np.nanmax(kept.reshape(plan.n_repeats, plan.n_splits, -1), axis=1)
         results.append(
             MethodResult(
                 method=readout.name,

@@ -35,10 +35,9 @@ from cogsae.analysis.ensemble import (
     MethodResult,
     SelectedL1,
     SpaceData,
-    corrected_t_interval,
+    cross_validate,
     fold_scores,
 )
-from cogsae.analysis.nulls import TIE, mean_jaccard, permutation_nulls, sequential_p
 from cogsae.analysis.selection import Standardized, top_k_batch
 from cogsae.analysis.solvers import fit_kernel_logistic, fit_l1_logistic, weighted_standardize
 from cogsae.constants import ANOVA_F, DENSE_L2, MAX_ACTIVATION, RANDOM, RSA_CATEGORICAL
@@ -50,10 +49,9 @@ from cogsae.errors import CogsaeError
 _VAR_FLOOR = 1e-6
 # A unit whose variance over the observations is below this is constant (standardized scale).
 _CONSTANT_VAR = 1e-10
+
+
 # Memory budget of one batch of training sets (bytes), as for two-level readouts.
-_BATCH_BYTES = 2**27
-
-
 def welch_f(
     n: np.ndarray, mean: np.ndarray, var: np.ndarray, total: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -435,67 +433,16 @@ def evaluate_levels(
     n_levels = plan.n_levels
     if n_levels < 3:
         raise CogsaeError("an omnibus analysis needs a plan of 3 or more levels")
-    if acts.n_items != plan.n_items:
-        raise CogsaeError(f"{acts.n_items} items in activations but {plan.n_items} in the plan")
-    data = SpaceData(acts)
-    n_folds = plan.n_repeats * plan.n_splits
-    observed_sets = FoldSets.of(plan, [0])
-    fitted = [readout.fit(data, observed_sets, n_levels) for readout in readouts]
-    decisions = [models.decisions(data.means) for models in fitted]
-    observed = [macro_scores(d, observed_sets.train, observed_sets.labels) for d in decisions]
-    statistic = np.array([auc.mean() for auc, _ in observed])
-    width = max(data.means.shape[1], plan.n_items) * n_levels
-    per_batch = int(np.clip(_BATCH_BYTES // (8 * width * n_folds), 1, 100))
-
-    def null_aurocs(sets: FoldSets, running: np.ndarray) -> list[np.ndarray]:
-        """Held-out macro AUROCs [sets] of every running readout on these sets."""
-        out = []
-        for i in running:
-            d = readouts[i].fit(data, sets, n_levels).decisions(data.means)
-            out.append(macro_scores(d, sets.train, sets.labels)[0])
-        return out
-
-    nulls = permutation_nulls(
+    return cross_validate(
+        readouts,  # type: ignore[arg-type]  # OvR models carry the same record fields
+        acts,
         plan,
-        statistic,
-        null_aurocs,
-        per_batch=per_batch,
+        fit=lambda readout, data, sets: readout.fit(data, sets, n_levels),
+        score=macro_scores,
+        held_out=_margins,
+        desc=f"omnibus permutations [{acts.space}]",
+        outputs=n_levels,
+        level=level,
         stop_after=stop_after,
         progress=progress,
-        desc=f"omnibus permutations [{acts.space}]",
     )
-    final_sets = FoldSets.everything(plan)
-    results = []
-    for i, readout in enumerate(readouts):
-        null, (auc, bacc) = nulls[i], observed[i]
-        model = readout.fit(data, final_sets, n_levels).model(0)
-        units = (
-            [np.arange(data.means.shape[1])] * n_folds
-            if fitted[i].units is None
-            else list(fitted[i].units)
-        )
-        held_out = np.where(
-            observed_sets.train, np.nan, _margins(decisions[i], observed_sets.labels)
-        )
-        results.append(
-            MethodResult(
-                method=readout.name,
-                space=acts.space,
-                k=int(model.units.size),
-                auroc=float(auc.mean()),
-                fold_aurocs=auc.reshape(plan.n_repeats, plan.n_splits),
-                auroc_ci=corrected_t_interval(auc, plan.test_fraction, level, null),
-                balanced_accuracy=float(bacc.mean()),
-                fold_balanced_accuracies=bacc.reshape(plan.n_repeats, plan.n_splits),
-                balanced_accuracy_ci=corrected_t_interval(bacc, plan.test_fraction, level),
-                p_value=sequential_p(null >= statistic[i] - TIE, stop_after),
-                p_lower=sequential_p(null <= statistic[i] + TIE, stop_after),
-                null_aurocs=null,
-                selected_units=units,
-                stability=mean_jaccard(units),
-                scores=np.nanmax(held_out.reshape(plan.n_repeats, plan.n_splits, -1), axis=1),
-                model=model,  # type: ignore[arg-type]  # an OvRModel: same record fields
-                plan=plan,
-            )
-        )
-    return results
