@@ -170,6 +170,20 @@ def snippet_corpus(folder: Path) -> Path:
     return path
 
 
+WORDS = "the cat dog sat ran on under a mat tree house quickly slowly red blue".split()  # noqa: SIM905
+"""Vocabulary of `word_corpus`."""
+
+
+def word_corpus(folder: Path, n_documents: int = 400, seed: int = 0) -> Path:
+    """``folder``/corpus.txt: ``n_documents`` seeded documents of 4..29 `WORDS` each, blank-line
+    separated (enough tokens for several activation shards of the tiny model)."""
+    rng = np.random.default_rng(seed)
+    path = folder / "corpus.txt"
+    documents = (" ".join(rng.choice(WORDS, int(rng.integers(4, 30)))) for _ in range(n_documents))
+    path.write_text("\n\n".join(documents), encoding="utf-8")
+    return path
+
+
 def linear(units: list[int], coef: list[float], intercept: float = 0.0) -> LinearModel:
     """An unstandardized ensemble: decision = x[units] @ coef + intercept."""
     k = len(units)

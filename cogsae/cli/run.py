@@ -107,6 +107,7 @@ class SweepOptions:
         seeds: root seeds, one run each.
         sae: SAEs as ``LAYER=PATH`` (repeatable) or a release folder with one SAE per
             layer (`cogsae.pipeline.sweep.sae_by_layer`); layers without one run raw only.
+            Not given: the shipped SAEs at the layers they serve; "none": raw only.
         engine: "local" (cells in order) or "ray" (cells as parallel Ray tasks).
     """
 
@@ -116,7 +117,8 @@ class SweepOptions:
     sae: tuple[str, ...] = option(
         (),
         "SAE of a layer as LAYER=PATH (repeatable), or a release folder / SAE folder / "
-        "'default' serving the layers it holds; layers without an SAE run raw only.",
+        "'default' serving the layers it holds; layers without an SAE run raw only. "
+        "Default: the shipped SAEs at their layers; 'none': raw only.",
         metavar="[LAYER=]PATH",
     )
     engine: str = same_as(EngineOptions, "engine")

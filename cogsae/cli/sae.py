@@ -19,12 +19,17 @@ class TrainOptions:
     """Options of `cogsae train-sae` beside the `TrainConfig` hyperparameters.
 
     Attributes:
-        out: the SAE folder written.
+        out: the SAE folder written (with ``layers``: the release folder).
+        layers: train one SAE per layer, from one activation pass, into a release folder
+            (``out/blocks.L.hook_resid_post``); --layer is then ignored.
         overwrite: replace ``out`` even if it holds files other than an SAE.
         save_dtype: precision of the saved weights.
     """
 
     out: str = option(help="SAE folder.", aliases=("--output",), path="dir")
+    layers: tuple[int, ...] = option(
+        (), "One SAE per layer into --out (a release folder), e.g. 6,12,15,20,25.", separator=","
+    )
     overwrite: bool = option(False, "Replace --out even if it holds files other than an SAE.")
     save_dtype: str = option(
         "float32", "Precision of the saved weights.", choices=("float32", "float16", "bfloat16")
@@ -84,6 +89,25 @@ def train_sae_command(
     from cogsae.sae.io import SAE_FILES
     from cogsae.sae.train import train_sae_on_corpus
 
+    if opts.layers:
+        from cogsae.sae.release import train_release
+
+        model.layer = max(opts.layers)
+        loaded, _ = resolve.load(model_options(model), None)
+        folders = train_release(
+            loaded,
+            corpus_files(corpus.corpus),
+            opts.out,
+            config,
+            opts.layers,
+            context_length=corpus.context_length,
+            save_dtype=opts.save_dtype,
+            progress=not progress.quiet,
+            engine=check_engine(engine.engine),
+        )
+        for layer, folder in folders.items():
+            click.echo(f"layer {layer}: {folder}")
+        return
     check_replaceable(opts.out, SAE_FILES, overwrite=opts.overwrite)
     loaded, _ = resolve.load(model_options(model), None)
     train_sae_on_corpus(
@@ -114,15 +138,16 @@ def sae_metrics_command(
     engine: EngineOptions,
     progress: Progress,
 ) -> None:
-    """L0, variance explained, MSE, dead fraction and CE loss recovered of SAE ('default' or
-    a folder) at its layer, on held-out text; writes a JSON file and prints it."""
+    """L0, variance explained, MSE, dead fraction and CE loss recovered of SAE ('default', an
+    SAE folder, or a release folder's SAE of --layer) at its layer, on held-out text;
+    writes a JSON file (default: in the SAE's folder) and prints it."""
     import json
     from pathlib import Path
 
     from cogsae import resolve
     from cogsae._io import write_json
     from cogsae.corpus import corpus_files, corpus_record
-    from cogsae.sae.io import DEFAULT_SAE_DIR
+    from cogsae.sae.io import resolve_sae_folder
     from cogsae.sae.metrics import sae_metrics
 
     model = model_options(model)
@@ -140,7 +165,7 @@ def sae_metrics_command(
         engine=check_engine(engine.engine),
         workers=engine.workers,
     )
-    folder = DEFAULT_SAE_DIR if opts.sae == "default" else Path(opts.sae)
+    folder = resolve_sae_folder(opts.sae, loaded.layer)
     record = {
         "sae": opts.sae,
         "model": loaded.name,

@@ -83,10 +83,20 @@ def residual_tokens(
     loaded: LoadedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """Layer-L activations of real tokens at positions >= 1, flattened to [n, d_model]."""
-    hidden = loaded.residual(input_ids, attention_mask)
+    return layer_tokens(loaded, input_ids, attention_mask, [loaded.layer])[loaded.layer]
+
+
+def layer_tokens(
+    loaded: LoadedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layers: Sequence[int],
+) -> dict[int, torch.Tensor]:
+    """`residual_tokens` at each of ``layers`` from one forward pass: layer -> [n, d_model]."""
     keep = attention_mask.bool().clone()
     keep[:, 0] = False
-    return hidden[keep]
+    hidden = loaded.residuals(input_ids, attention_mask, layers)
+    return {layer: h[keep] for layer, h in hidden.items()}
 
 
 def corpus_chunks(
@@ -122,8 +132,17 @@ def residual_batches(
 ) -> Iterator[torch.Tensor]:
     """Per batch of consecutive chunks: `residual_tokens` [tokens, d_model] on the model's
     device, the chunks' positions >= 1 in chunk order."""
+    for batch in layer_batches(loaded, chunks, batch_size, [loaded.layer]):
+        yield batch[loaded.layer]
+
+
+def layer_batches(
+    loaded: LoadedModel, chunks: Iterable[torch.Tensor], batch_size: int, layers: Sequence[int]
+) -> Iterator[dict[int, torch.Tensor]]:
+    """`residual_batches` at several ``layers``, one forward pass per batch: per batch,
+    layer -> [tokens, d_model]."""
     for input_ids, mask in token_batches(chunks, loaded.tokenizer, batch_size):
-        yield residual_tokens(loaded, input_ids.to(loaded.device), mask.to(loaded.device))
+        yield layer_tokens(loaded, input_ids.to(loaded.device), mask.to(loaded.device), layers)
 
 
 # --------------------------------------------------------------------------- scans

@@ -12,7 +12,7 @@ lists every cell and its run folder (`cogsae.report.sweep` combines them).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,23 +24,32 @@ from cogsae.extract import extract_layers
 from cogsae.model import load_model
 from cogsae.pipeline.config import RunConfig
 from cogsae.pipeline.stages import Run, execute, prepare
-from cogsae.sae.io import read_sae_config, resolve_sae_folder
+from cogsae.sae.io import SHIPPED_SAES, read_sae_config, resolve_sae_folder
 
 SWEEP_MANIFEST = "sweep.json"
 """File of a sweep folder listing its cells (read by `cogsae.report.sweep`)."""
 SAE_FLAG = "--sae"
 
 
-def sae_by_layer(specs: Iterable[str], layers: Iterable[int]) -> dict[int, str]:
+def sae_by_layer(specs: Sequence[str], layers: Iterable[int]) -> dict[int, str]:
     """layer -> SAE folder for the sweep's ``layers``, from ``--sae`` values.
 
     A value is ``LAYER=PATH`` (the SAE of that layer; PATH may be a release folder), or
     ``PATH``: a release folder holding one SAE per layer (each sweep layer it holds gets
     its SAE; layers it lacks get none), a single SAE folder or "default" (it serves the
     layer it records). "none" adds nothing. Two SAEs for one layer, a ``LAYER=`` outside
-    ``layers`` and a PATH that serves none of them are errors.
+    ``layers`` and a PATH that serves none of them are errors. No values at all: the
+    shipped SAEs (`SHIPPED_SAES`) at the layers they serve, so a plain sweep compares SAE
+    features with raw units wherever cogsae has an SAE.
     """
     layers = sorted(set(layers))
+    if not specs:
+        return {
+            layer: folder
+            for spec in SHIPPED_SAES
+            for layer in layers
+            if (folder := _serving(spec, layer))
+        }
     chosen: dict[int, str] = {}
     for spec in specs:
         if spec == "none":

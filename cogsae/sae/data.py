@@ -2,7 +2,7 @@
 
 Training runs in two stages so that each is resumable and the model runs once:
 1. `cache_activations` streams corpus -> token chunks (ids 0..N-1) -> ``LoadedModel.residual``
-   (`cogsae.corpus.corpus_chunks`, `cogsae.corpus.residual_batches`) and writes the
+   (`cogsae.corpus.corpus_chunks`, `cogsae.corpus.layer_batches`) and writes the
    activations (position 0 and padding excluded) as float16 shards ``shard_NNNNN.npy``
    [tokens, d_model] of a fixed number of chunks, each written atomically and listed
    in ``manifest.json`` (`cogsae.corpus.shards`). A rerun skips the shards already in
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,16 @@ import torch
 
 from cogsae import streams
 from cogsae._io import atomic_path, cache_dir, stable_hash, write_json
-from cogsae.corpus import Subset, corpus_chunks, files_hash, residual_batches
+from cogsae.corpus import Subset, corpus_chunks, files_hash, layer_batches
 from cogsae.corpus.shards import (
     ShardRecord,
     ShardTask,
     build_shards,
+    read_manifest,
     shard_name,
+    valid_records,
     worker_models,
+    write_manifest,
 )
 from cogsae.engine import Engine
 from cogsae.model import LoadedModel, model_fingerprint
@@ -83,16 +86,53 @@ def cache_activations(
     workers: int | None = None,
     loader: Callable[[], LoadedModel] | None = None,
 ) -> ActivationCache:
-    """Extract (or reuse) at least ``n_tokens`` layer-L activations of ``corpus``.
+    """Extract (or reuse) at least ``n_tokens`` layer-L activations of ``corpus``: the
+    one-layer case of `cache_layer_activations` (same arguments, layer ``loaded.layer``)."""
+    return cache_layer_activations(
+        loaded,
+        corpus,
+        n_tokens,
+        [loaded.layer],
+        subset=subset,
+        context_length=context_length,
+        batch_size=batch_size,
+        chunks_per_shard=chunks_per_shard,
+        progress=progress,
+        engine=engine,
+        workers=workers,
+        loader=loader,
+    )[loaded.layer]
+
+
+def cache_layer_activations(
+    loaded: LoadedModel,
+    corpus: Sequence[str | Path],
+    n_tokens: int,
+    layers: Sequence[int],
+    *,
+    subset: Subset = "train",
+    context_length: int = 128,
+    batch_size: int = 32,
+    chunks_per_shard: int = 256,
+    progress: bool = True,
+    engine: Engine = "local",
+    workers: int | None = None,
+    loader: Callable[[], LoadedModel] | None = None,
+) -> dict[int, ActivationCache]:
+    """Extract (or reuse) at least ``n_tokens`` activations of ``corpus`` at each of
+    ``layers``, from one forward pass through blocks 0..max(layers) per batch.
 
     The corpus is read with `iter_documents`, split with `select_documents(subset)` and
     packed into ``context_length`` chunks with ids 0..N-1 (`corpus_chunks`); shard s holds
     chunks ``[s * chunks_per_shard, (s + 1) * chunks_per_shard)``
-    (``chunks_per_shard * (context_length - 1)`` tokens), run through blocks 0..L in
-    batches of ``batch_size`` chunks (`ActivationShardWriter`). Shards already in the
-    manifest with a valid checksum are reused (`cogsae.corpus.shards.build_shards`).
+    (``chunks_per_shard * (context_length - 1)`` tokens). Each layer has its own cache
+    folder, the one a one-layer call for that layer uses, so ``train-sae --layer L``
+    reuses a multi-layer pass. The deepest layer's folder drives `build_shards` (its
+    manifest says which shards are done); a shard's other layers are written first, so
+    a shard in that manifest has every layer's file (`_sync_manifests` records them).
 
     Args:
+        layers: decoder blocks read (each 0..n_layers-1).
         engine: "local" (this process, in shard order) or "ray" (``workers`` Ray actors,
             each loading the model once, one GPU each when the cluster has GPUs); both
             write the same shards.
@@ -101,61 +141,96 @@ def cache_activations(
             ``functools.partial(load_model, path, layer=L, dtype=...)``) instead of
             shipping ``loaded``'s weights through the object store; it must give the
             same weights as ``loaded`` (which still keys the cache and tokenizes).
+
+    Returns:
+        layer -> its `ActivationCache` (same shards, same token counts).
     """
     paths = [Path(p).resolve() for p in corpus]
     identity = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    settings = {
-        "format": CACHE_FORMAT,
-        "model": loaded.name,
-        "weights": model_fingerprint(loaded),
-        "layer": loaded.layer,
-        "dtype": str(loaded.dtype),
-        "corpus": identity,
-        "subset": subset,
-        "context_length": context_length,
-        "chunks_per_shard": chunks_per_shard,
-    }
-    folder = cache_dir() / "activations" / stable_hash(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "meta.json", settings)
+    wanted = sorted(set(layers))
+    folders: dict[int, Path] = {}
+    for layer in wanted:
+        settings = {
+            "format": CACHE_FORMAT,
+            "model": loaded.name,
+            "weights": model_fingerprint(loaded),
+            "layer": layer,
+            "dtype": str(loaded.dtype),
+            "corpus": identity,
+            "subset": subset,
+            "context_length": context_length,
+            "chunks_per_shard": chunks_per_shard,
+        }
+        folders[layer] = cache_dir() / "activations" / stable_hash(settings)
+        folders[layer].mkdir(parents=True, exist_ok=True)
+        write_json(folders[layer] / "meta.json", settings)
+    primary = folders[wanted[-1]]
+    _sync_manifests(primary, [folders[layer] for layer in wanted[:-1]], chunks_per_shard)
     n_shards = math.ceil(n_tokens / (chunks_per_shard * (context_length - 1)))
     chunks = corpus_chunks(
         paths, loaded.tokenizer, context_length, subset=subset, limit=n_shards * chunks_per_shard
     )
     records = build_shards(
-        folder,
+        primary,
         chunks,
         chunks_per_shard,
         worker_models(loaded, engine=engine, loader=loader),
-        ActivationShardWriter(folder, batch_size),
+        ActivationShardWriter(tuple(folders.items()), batch_size),
         engine=engine,
         workers=workers,
         progress=progress,
-        desc="activations",
+        desc="activations" if len(wanted) == 1 else f"activations at layers {wanted}",
     )
-    shards = [folder / shard_name(i) for i in sorted(records)]
-    return ActivationCache(folder, shards, sum(r.n_tokens for r in records.values()))
+    _sync_manifests(primary, [folders[layer] for layer in wanted[:-1]], chunks_per_shard)
+    n_cached = sum(r.n_tokens for r in records.values())
+    return {
+        layer: ActivationCache(folder, [folder / shard_name(i) for i in sorted(records)], n_cached)
+        for layer, folder in folders.items()
+    }
+
+
+def _sync_manifests(primary: Path, others: Sequence[Path], chunks_per_shard: int) -> None:
+    """Make ``primary``'s manifest list only shards every folder holds.
+
+    A shard file in another folder whose shard ``primary`` lists was written whole before
+    the primary's (atomic writes, primary last), so it is added to that folder's manifest
+    with its checksum; a shard some other folder lacks (e.g. the primary was filled by an
+    earlier one-layer run) is dropped from ``primary``'s manifest, so it is rebuilt."""
+    done = valid_records(primary, read_manifest(primary))
+    keep = set(done)
+    for folder in others:
+        records = valid_records(folder, read_manifest(folder))
+        for index, record in done.items():
+            path = folder / shard_name(index)
+            if index not in records and path.is_file():
+                records[index] = replace(record, sha256=files_hash([path]))
+        write_manifest(folder, records, chunks_per_shard)
+        keep &= set(records)
+    write_manifest(primary, {i: done[i] for i in sorted(keep)}, chunks_per_shard)
 
 
 @dataclass(frozen=True)
 class ActivationShardWriter:
-    """The per-shard work of `cache_activations` (picklable, for Ray actors): chunk ids ->
-    blocks 0..L -> float16 rows [tokens, d_model] (positions >= 1, chunk order) -> an
-    atomically written ``shard_NNNNN.npy`` in ``folder``."""
+    """The per-shard work of `cache_layer_activations` (picklable, for Ray actors): chunk
+    ids -> blocks 0..max(layer) -> per layer, float16 rows [tokens, d_model] (positions
+    >= 1, chunk order) -> an atomically written ``shard_NNNNN.npy`` in that layer's
+    folder, the last (deepest) layer's last; returns the last one's record."""
 
-    folder: Path
+    folders: tuple[tuple[int, Path], ...]
     batch_size: int
 
     def __call__(self, models: tuple[LoadedModel], task: ShardTask) -> ShardRecord:
         (loaded,) = models
-        parts = [
-            acts.to("cpu", torch.float16).numpy()
-            for acts in residual_batches(loaded, task.chunks, self.batch_size)
-        ]
-        rows = np.concatenate(parts)
-        path = self.folder / shard_name(task.index)
-        with atomic_path(path) as tmp, tmp.open("wb") as fh:
-            np.save(fh, rows)
+        layers = [layer for layer, _ in self.folders]
+        parts: dict[int, list[np.ndarray]] = {layer: [] for layer in layers}
+        for batch in layer_batches(loaded, task.chunks, self.batch_size, layers):
+            for layer, acts in batch.items():
+                parts[layer].append(acts.to("cpu", torch.float16).numpy())
+        for layer, folder in self.folders:
+            rows = np.concatenate(parts[layer])
+            path = folder / shard_name(task.index)
+            with atomic_path(path) as tmp, tmp.open("wb") as fh:
+                np.save(fh, rows)
         return ShardRecord(
             task.index, task.first_chunk, len(task.chunks), len(rows), files_hash([path])
         )
@@ -171,6 +246,7 @@ def shuffled_batches(
     buffer_tokens: int,
     seed: int,
     n_tokens: int | None = None,
+    epoch: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Float32 batches [batch_size, d] drawn once from the shards through a shuffle buffer.
 
@@ -178,9 +254,10 @@ def shuffled_batches(
     ``buffer_tokens`` rows and leave it in a seeded random order, so a batch mixes tokens
     from many documents and shards. The stream is a pure function of its arguments
     (training resumes by replaying it and skipping the batches already done). Stops after
-    ``n_tokens`` tokens (default: all) or at the last full batch.
+    ``n_tokens`` tokens (default: all) or at the last full batch. Each ``epoch`` (a pass
+    over the same shards) has its own order; epoch 0's is the one-epoch order.
     """
-    rng = streams.rng(seed, streams.Stream.SAE_SHUFFLE)
+    rng = streams.rng(seed, streams.Stream.SAE_SHUFFLE, *([epoch] if epoch else []))
     order = rng.permutation(len(shards))
     limit = n_tokens if n_tokens is not None else sum(_shard_len(s) for s in shards)
     buffer = np.empty((0, 0), dtype=np.float16)

@@ -61,6 +61,9 @@ from cogsae.version import __version__
 
 DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "default_sae"
 """The shipped SAE: layer 15 of SmolLM2-135M-Instruct (see its README.md)."""
+SHIPPED_SAES: tuple[str, ...] = ("default",)
+"""The SAEs (names or folders) cogsae ships; a sweep without --sae uses them at the layers
+they serve (`cogsae.pipeline.sweep.sae_by_layer`)."""
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"

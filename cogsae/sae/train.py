@@ -1,9 +1,9 @@
-"""Train an SAE on layer-L activations: one epoch, resumable, with progress.
+"""Train an SAE on layer-L activations (or a release: one SAE per layer), resumable.
 
 Pipeline (``cogsae train-sae``): corpus -> `cache_activations` (float16 shards on disk,
-resumable) -> `shuffled_batches` (shuffle buffer across documents) -> `train_sae` (one
-pass, checkpoints every ``checkpoint_every`` steps; an interrupted run resumes from its
-checkpoint by replaying the deterministic batch stream) -> SAELens folder.
+resumable) -> `shuffled_batches` (shuffle buffer across documents) -> `train_sae`
+(``epochs`` passes, checkpoints every ``checkpoint_every`` steps; an interrupted run
+resumes from its checkpoint by replaying the deterministic batch stream) -> SAELens folder.
 
 Recipes (all in the normalised space where the mean input norm is sqrt(d_in)):
 - "standard" (Anthropic, April 2024 update): ReLU; loss = sum_d (x - x')^2 +
@@ -52,7 +52,12 @@ from cogsae.errors import CogsaeError
 from cogsae.flags import flag, option
 from cogsae.model import LoadedModel, dtype_name, resolve_dtype
 from cogsae.sae.base import SAE, SAEConfig
-from cogsae.sae.data import cache_activations, shuffled_batches, typical_tokens
+from cogsae.sae.data import (
+    ActivationCache,
+    cache_activations,
+    shuffled_batches,
+    typical_tokens,
+)
 from cogsae.sae.io import save_sae
 
 BatchSource = Callable[[], Iterator[np.ndarray | torch.Tensor]]
@@ -70,7 +75,10 @@ class TrainConfig:
         l1_coefficient: final L1 weight lambda (standard only; April update uses 5).
         lr: peak Adam learning rate.
         batch_size: activations (tokens) per optimizer step.
-        n_tokens: training tokens, seen once (one epoch); steps = n_tokens // batch_size.
+        n_tokens: distinct training tokens (activations cached and read per epoch).
+        epochs: passes over the ``n_tokens`` activations, each in its own shuffled order;
+            steps = n_tokens * epochs // batch_size. More than one trades extraction,
+            the costly stage on a CPU, for training steps.
         buffer_tokens: shuffle-buffer size in tokens (see `shuffled_batches`).
         seed: seed of weight initialisation and of the batch order.
         checkpoint_every: steps between resumable checkpoints (0: never).
@@ -96,7 +104,8 @@ class TrainConfig:
     l1_coefficient: float = option(5.0, "L1 weight (standard).", flag="--l1")
     lr: float = option(1.5e-3, "Peak Adam learning rate.")
     batch_size: int = option(1024, "Tokens per step.")
-    n_tokens: int = option(2_000_000, "Training tokens (one epoch).", flag="--tokens")
+    n_tokens: int = option(2_000_000, "Distinct training tokens.", flag="--tokens")
+    epochs: int = option(1, "Passes over the --tokens activations.")
     buffer_tokens: int = option(262_144, "Shuffle buffer size.")
     seed: int = option(0, "Seed of the initialisation and the batch order.")
     checkpoint_every: int = option(200, "Steps between checkpoints (0: never).")
@@ -117,6 +126,8 @@ class TrainConfig:
                 f"can train 'topk' or 'standard', not {self.architecture!r}",
                 field=flag(TrainConfig, "architecture"),
             )
+        if self.epochs < 1:
+            raise CogsaeError("epochs must be at least 1", field=flag(TrainConfig, "epochs"))
         if self.n_tokens < self.batch_size:
             raise CogsaeError(
                 "n_tokens must be at least one batch", field=flag(TrainConfig, "n_tokens")
@@ -124,7 +135,7 @@ class TrainConfig:
 
     @property
     def n_steps(self) -> int:
-        return self.n_tokens // self.batch_size
+        return self.n_tokens * self.epochs // self.batch_size
 
 
 class DeadLatentTracker:
@@ -463,11 +474,8 @@ def train_sae_on_corpus(
     """The whole ``cogsae train-sae`` pipeline; returns the SAE saved at ``out``.
 
     Caches ``config.n_tokens`` layer-L activations of the "train" documents of ``corpus``
-    (`cache_activations`, resumable), trains one epoch through the shuffle buffer with a
-    checkpoint in the cache (keyed by config and activations; resumed after an
-    interruption), then writes ``out`` (SAELens folder, weights in ``save_dtype``) and
-    ``out/training.json`` (config, data provenance, training log). ``engine``: where the
-    activation shards are built, "local" or "ray" (`cache_activations`; same shards).
+    (`cache_activations`, resumable), then trains on them (`train_sae_on_cache`).
+    ``engine``: where the activation shards are built, "local" or "ray" (same shards).
     """
     cache = cache_activations(
         loaded,
@@ -477,6 +485,29 @@ def train_sae_on_corpus(
         progress=progress,
         engine=engine,
     )
+    return train_sae_on_cache(
+        cache, loaded, loaded.layer, corpus, out, config, context_length, save_dtype, progress
+    )
+
+
+def train_sae_on_cache(
+    cache: ActivationCache,
+    loaded: LoadedModel,
+    layer: int,
+    corpus: Sequence[str | Path],
+    out: str | Path,
+    config: TrainConfig,
+    context_length: int,
+    save_dtype: str,
+    progress: bool,
+) -> SAE:
+    """Train layer ``layer``'s SAE on cached activations and save it at ``out``.
+
+    ``config.epochs`` passes through the shuffle buffer (`shuffled_batches`, one order
+    per epoch), with a checkpoint in the cache (keyed by config and activations; resumed
+    after an interruption); then writes ``out`` (SAELens folder, weights in
+    ``save_dtype``) and ``out/training.json`` (config, data provenance, training log).
+    """
     if cache.n_tokens < config.n_tokens:
         raise CogsaeError(
             f"the corpus has only {cache.n_tokens} training tokens; lower --tokens",
@@ -484,17 +515,23 @@ def train_sae_on_corpus(
         )
     run_key = stable_hash(asdict(config), cache.folder.name)
     checkpoint = cache_dir() / "sae_checkpoints" / f"{run_key}.pt"
+
+    def epochs() -> Iterator[torch.Tensor]:
+        for epoch in range(config.epochs):
+            yield from shuffled_batches(
+                cache.shards,
+                config.batch_size,
+                config.buffer_tokens,
+                config.seed,
+                config.n_tokens,
+                epoch=epoch,
+            )
+
     sae, log = train_sae(
-        lambda: shuffled_batches(
-            cache.shards, config.batch_size, config.buffer_tokens, config.seed, config.n_tokens
-        ),
+        epochs,
         loaded.d_model,
         config,
-        sae_fields={
-            "model_name": loaded.name,
-            "layer": loaded.layer,
-            "context_size": context_length,
-        },
+        sae_fields={"model_name": loaded.name, "layer": layer, "context_size": context_length},
         checkpoint=checkpoint,
         progress=progress,
     )
@@ -504,7 +541,7 @@ def train_sae_on_corpus(
         {
             "config": asdict(config),
             "model": loaded.name,
-            "layer": loaded.layer,
+            "layer": layer,
             "model_dtype": dtype_name(loaded.dtype),
             "corpus": corpus_record(corpus),
             "subset": "train",

@@ -37,7 +37,8 @@ def test_train_help_shows_the_dataclass_defaults() -> None:
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     assert f"[default: {TrainConfig.k}]" in text and "--l1 FLOAT" in text
-    assert "--tokens INTEGER Training tokens (one epoch). [default: 2000000]" in text
+    assert "--tokens INTEGER Distinct training tokens. [default: 2000000]" in text
+    assert "--epochs INTEGER Passes over the --tokens activations. [default: 1]" in text
 
 
 def test_every_command_has_help_and_shared_flags_agree() -> None:

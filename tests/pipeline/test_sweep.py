@@ -111,3 +111,21 @@ def test_sae_by_layer_specs(tiny_assets: dict, tmp_path: Path) -> None:
         sae_by_layer([tiny_assets["sae"], str(release)], LAYERS)
     with pytest.raises(CogsaeError, match="holds no SAE"):
         sae_by_layer([tiny_assets["sae"]], (TINY_LAYER + 1,))
+
+
+def test_a_sweep_without_sae_uses_the_shipped_saes(
+    tiny_assets: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No --sae: the shipped SAEs at the layers they serve (the default SAE reads layer
+    15); other layers run raw only, and "none" turns SAEs off."""
+    assert sae_by_layer([], (6, 15, 20)) == {15: "default"}
+    assert sae_by_layer([], (6,)) == {}
+    assert sae_by_layer(["none"], (6, 15)) == {}
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "layers.1").symlink_to(tiny_assets["sae"])
+    monkeypatch.setattr("cogsae.pipeline.sweep.SHIPPED_SAES", (str(release), "default"))
+    assert sae_by_layer([], (TINY_LAYER, 15)) == {
+        TINY_LAYER: str(release / "layers.1"),
+        15: "default",
+    }
