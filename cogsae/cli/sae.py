@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import click
 
@@ -79,9 +79,10 @@ def train_sae_command(
     """Train an SAE on layer-L activations of a corpus (resumable; see cogsae.sae.train).
 
     Options left out take the TrainConfig defaults shown. --dtype is the model's
-    precision (activation cache); the SAE's latent-selection product uses bfloat16 only
-    where this CPU runs it natively (TrainConfig.dtype "auto"). Rerunning the same
-    command after an interruption resumes the activation cache and the training checkpoint.
+    precision (activation cache); the SAE trains on --device too, its latent-selection
+    product in bfloat16 only where that device runs it natively (TrainConfig.dtype
+    "auto"). Rerunning the same command after an interruption resumes the activation
+    cache and the training checkpoint.
     """
     from cogsae import resolve
     from cogsae._io import check_replaceable
@@ -89,6 +90,7 @@ def train_sae_command(
     from cogsae.sae.io import SAE_FILES
     from cogsae.sae.train import train_sae_on_corpus
 
+    config = replace(config, device=model.device, dtype="auto")  # the SAE trains beside the model
     if opts.layers:
         from cogsae.sae.release import train_release
 

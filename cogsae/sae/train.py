@@ -14,9 +14,9 @@ Recipes (all in the normalised space where the mean input norm is sqrt(d_in)):
   the top ``aux_k`` pre-activations among dead latents, reviving them; W_dec rows kept at
   unit norm (gradient component along each row removed, rows renormalised each step).
   The training step is sparse: latents are selected from one dense encoder product, in
-  ``TrainConfig.dtype`` (bfloat16 where the CPU runs it natively, else float32: emulated
-  bf16 is ~100x slower), and the encoder / decoder gradients touch only the selected
-  latents (sparse matmuls), so a step costs about one dense encoder product.
+  ``TrainConfig.dtype`` (bfloat16 where ``TrainConfig.device`` runs it natively, else
+  float32: emulated bf16 is ~100x slower), and the encoder / decoder gradients touch only
+  the selected latents (sparse matmuls), so a step costs about one dense encoder product.
 Both: Adam, gradient norm clipped to 1, learning rate decayed linearly to zero over the
 last 20% of steps, b_dec initialised at the mean of the first batch, dead-latent tracking
 (a latent is dead if it has not fired in the last ``dead_tokens`` tokens).
@@ -91,9 +91,11 @@ class TrainConfig:
         norm_sample_tokens: tokens (first batches) used to estimate the input scale.
         max_norm_multiple: tokens whose norm exceeds this multiple of their batch's median
             norm (attention sinks, see `typical_tokens`) are skipped.
+        device: where training runs: "cpu", "cuda" or "cuda:N" (``train-sae`` passes
+            its --device, the model's).
         dtype: precision of the latent-selection product (topk), the bulk of a step;
-            "auto" resolves on creation to bfloat16 where the CPU (SAE training runs on the
-            CPU) has native bf16, else float32 (`cogsae.model.resolve_dtype`).
+            "auto" resolves on creation to bfloat16 where ``device`` runs it natively,
+            else float32 (`cogsae.model.resolve_dtype`).
     """
 
     architecture: str = option(
@@ -117,10 +119,15 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     norm_sample_tokens: int = 32_768
     max_norm_multiple: float = 10.0
+    device: str = "cpu"
     dtype: str = "auto"
 
     def __post_init__(self) -> None:
-        self.dtype = dtype_name(resolve_dtype(self.dtype, "cpu"))
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise CogsaeError(
+                "--device cuda asked for, but torch sees no CUDA device", field="device"
+            )
+        self.dtype = dtype_name(resolve_dtype(self.dtype, self.device))
         if self.architecture not in ("topk", "standard"):
             raise CogsaeError(
                 f"can train 'topk' or 'standard', not {self.architecture!r}",
@@ -180,19 +187,20 @@ def train_sae(
         The trained SAE (eval mode) and the training log (one row per 10 steps).
     """
     state = _restore(checkpoint, config) if checkpoint is not None else None
-    batches = (torch.as_tensor(b, dtype=torch.float32) for b in source())
+    batches = (torch.as_tensor(b, dtype=torch.float32).to(config.device) for b in source())
     if state is None:
         first = list(
             itertools.islice(batches, max(1, config.norm_sample_tokens // config.batch_size))
         )
         if not first:
             raise CogsaeError("no activations to train on", field="corpus")
-        sae = _init_sae(torch.cat(first), d_in, config, sae_fields or {})
+        sae = _init_sae(torch.cat(first).cpu(), d_in, config, sae_fields or {}).to(config.device)
         trainer = _Trainer(sae, config)
         batches = itertools.chain(first, batches)
     else:
         sae = SAE(SAEConfig(**state["sae_config"]))
         sae.load_state_dict(state["sae"])
+        sae = sae.to(config.device)
         trainer = _Trainer(sae, config)
         trainer.load_state(state)
         batches = itertools.islice(batches, trainer.step, None)  # replay up to the checkpoint
@@ -227,7 +235,7 @@ def train_sae(
     bar.close()
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
-    return sae.eval(), trainer.log
+    return sae.cpu().eval(), trainer.log
 
 
 def _init_sae(sample: torch.Tensor, d_in: int, config: TrainConfig, fields: dict) -> SAE:
@@ -265,7 +273,7 @@ class _Trainer:
         self.sae = sae.train()
         self.config = config
         self.opt = torch.optim.Adam(sae.parameters(), lr=config.lr, fused=True)
-        self.dtype = resolve_dtype(config.dtype, "cpu")
+        self.dtype = resolve_dtype(config.dtype, config.device)
         self.tracker = DeadLatentTracker(config.d_sae, config.dead_tokens)
         self.step = 0
         self.log: list[dict[str, float]] = []
@@ -361,7 +369,7 @@ class _Trainer:
         return {
             "step": self.step,
             "sae_config": asdict(self.sae.cfg),
-            "sae": self.sae.state_dict(),
+            "sae": {name: t.cpu() for name, t in self.sae.state_dict().items()},
             "opt": self.opt.state_dict(),
             "tokens_since_fired": self.tracker.tokens_since_fired,
             "log": self.log,

@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from cogsae.cli import main
+from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.pipeline.sweep import sae_by_layer
 from cogsae.sae.data import cache_activations, cache_layer_activations, shuffled_batches
@@ -116,3 +117,15 @@ def test_train_sae_layers_writes_a_release_the_sweep_reads(
     assert result.exit_code == 0, result.output
     record = json.loads((release_folder(out, 2) / "metrics.json").read_text())
     assert record["layer"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
+def test_training_on_cuda_without_cuda_is_a_clear_error(
+    tiny_assets: dict, corpus: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(CogsaeError, match="no CUDA device") as err:
+        TrainConfig(device="cuda")
+    assert err.value.field == "device"
+    train = ["train-sae", "--model", tiny_assets["model"], "--corpus", str(corpus)]
+    result = CliRunner().invoke(main, [*train, "--device", "cuda", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "no CUDA device" in result.output
