@@ -52,7 +52,7 @@ def tokens_per_second(
             engine=engine,
             workers=workers,
             loader=loader,
-        )
+        )[loaded.layer]
         return built.n_tokens / (time.perf_counter() - start)
 
 

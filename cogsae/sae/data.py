@@ -77,39 +77,7 @@ def cache_activations(
     corpus: Sequence[str | Path],
     n_tokens: int,
     *,
-    subset: Subset = "train",
-    context_length: int = 128,
-    batch_size: int = 32,
-    chunks_per_shard: int = 256,
-    progress: bool = True,
-    engine: Engine = "local",
-    workers: int | None = None,
-    loader: Callable[[], LoadedModel] | None = None,
-) -> ActivationCache:
-    """Extract (or reuse) at least ``n_tokens`` layer-L activations of ``corpus``: the
-    one-layer case of `cache_layer_activations` (same arguments, layer ``loaded.layer``)."""
-    return cache_layer_activations(
-        loaded,
-        corpus,
-        n_tokens,
-        [loaded.layer],
-        subset=subset,
-        context_length=context_length,
-        batch_size=batch_size,
-        chunks_per_shard=chunks_per_shard,
-        progress=progress,
-        engine=engine,
-        workers=workers,
-        loader=loader,
-    )[loaded.layer]
-
-
-def cache_layer_activations(
-    loaded: LoadedModel,
-    corpus: Sequence[str | Path],
-    n_tokens: int,
-    layers: Sequence[int],
-    *,
+    layers: Sequence[int] | None = None,
     subset: Subset = "train",
     context_length: int = 128,
     batch_size: int = 32,
@@ -120,7 +88,8 @@ def cache_layer_activations(
     loader: Callable[[], LoadedModel] | None = None,
 ) -> dict[int, ActivationCache]:
     """Extract (or reuse) at least ``n_tokens`` activations of ``corpus`` at each of
-    ``layers``, from one forward pass through blocks 0..max(layers) per batch.
+    ``layers`` (default: ``loaded.layer``), from one forward pass through blocks
+    0..max(layers) per batch.
 
     The corpus is read with `iter_documents`, split with `select_documents(subset)` and
     packed into ``context_length`` chunks with ids 0..N-1 (`corpus_chunks`); shard s holds
@@ -147,7 +116,7 @@ def cache_layer_activations(
     """
     paths = [Path(p).resolve() for p in corpus]
     identity = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    wanted = sorted(set(layers))
+    wanted = sorted(set([loaded.layer] if layers is None else layers))
     folders: dict[int, Path] = {}
     for layer in wanted:
         settings = {
@@ -211,7 +180,7 @@ def _sync_manifests(primary: Path, others: Sequence[Path], chunks_per_shard: int
 
 @dataclass(frozen=True)
 class ActivationShardWriter:
-    """The per-shard work of `cache_layer_activations` (picklable, for Ray actors): chunk
+    """The per-shard work of `cache_activations` (picklable, for Ray actors): chunk
     ids -> blocks 0..max(layer) -> per layer, float16 rows [tokens, d_model] (positions
     >= 1, chunk order) -> an atomically written ``shard_NNNNN.npy`` in that layer's
     folder, the last (deepest) layer's last; returns the last one's record."""

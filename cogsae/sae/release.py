@@ -1,7 +1,7 @@
 """A release folder: one SAE per layer, trained from one activation pass.
 
 ``cogsae train-sae --layers 6,12,15,20,25 --out DIR`` runs the corpus once through blocks
-0..max(layers) (`cogsae.sae.data.cache_layer_activations`), then trains each layer's SAE
+0..max(layers) (`cogsae.sae.data.cache_activations`), then trains each layer's SAE
 on its activations (`cogsae.sae.train.train_sae_on_cache`) into
 ``DIR/blocks.L.hook_resid_post``, the layout `cogsae.sae.io.resolve_sae_folder` reads.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from cogsae._io import load_cache
 from cogsae.engine import Engine
 from cogsae.model import LoadedModel
-from cogsae.sae.data import cache_layer_activations
+from cogsae.sae.data import cache_activations
 from cogsae.sae.train import TrainConfig, train_sae_on_cache
 
 
@@ -35,17 +35,17 @@ def train_release(
     """``cogsae train-sae --layers``: a release folder ``out`` with one SAE per layer.
 
     One pass through blocks 0..max(layers) caches every layer's activations
-    (`cache_layer_activations`); then each layer's SAE is trained with ``config``
+    (`cache_activations`); then each layer's SAE is trained with ``config``
     (`train_sae_on_cache`) into ``out/blocks.L.hook_resid_post`` (`release_folder`). A
     layer whose folder already holds an SAE trained with ``config`` on the same
     activations is kept, so a rerun after an interruption resumes at the layer it
     stopped in (whose checkpoint resumes the steps). Returns layer -> its folder.
     """
-    caches = cache_layer_activations(
+    caches = cache_activations(
         loaded,
         corpus,
         config.n_tokens,
-        layers,
+        layers=layers,
         context_length=context_length,
         progress=progress,
         engine=engine,

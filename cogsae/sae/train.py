@@ -492,7 +492,7 @@ def train_sae_on_corpus(
         context_length=context_length,
         progress=progress,
         engine=engine,
-    )
+    )[loaded.layer]
     return train_sae_on_cache(
         cache, loaded, loaded.layer, corpus, out, config, context_length, save_dtype, progress
     )

@@ -50,7 +50,7 @@ def local_shards(
 ) -> ActivationCache:
     """The local engine's activation cache; cogsae's cache then points at a fresh folder,
     for an independent second build."""
-    local = cache_activations(tiny_model, [corpus], N_TOKENS, **CACHE_KWARGS)
+    local = cache_activations(tiny_model, [corpus], N_TOKENS, **CACHE_KWARGS)[tiny_model.layer]
     (tmp_path / "ray").mkdir()
     monkeypatch.setenv("COGSAE_CACHE", str(tmp_path / "ray"))
     return local
@@ -73,13 +73,17 @@ def test_ray_shards_equal_local_shards_and_resume_skips_finished(
     manifest = json.loads((local.folder / "manifest.json").read_text())
     ranges = [(s["first_chunk"], s["n_chunks"]) for s in manifest["shards"]]
     assert ranges == [(8 * i, 8) for i in range(5)] and local.n_tokens == N_TOKENS
-    remote = cache_activations(tiny_model, [corpus], N_TOKENS, engine="ray", **CACHE_KWARGS)
+    remote = cache_activations(tiny_model, [corpus], N_TOKENS, engine="ray", **CACHE_KWARGS)[
+        tiny_model.layer
+    ]
     assert remote.n_tokens == local.n_tokens
     assert_same_shards(local.folder, remote.folder)
     # resume: only the missing shard is written again
     inodes = {p.name: p.stat().st_ino for p in remote.shards}
     remote.shards[3].unlink()
-    again = cache_activations(tiny_model, [corpus], N_TOKENS, engine="ray", **CACHE_KWARGS)
+    again = cache_activations(tiny_model, [corpus], N_TOKENS, engine="ray", **CACHE_KWARGS)[
+        tiny_model.layer
+    ]
     changed = [p.name for p in again.shards if p.stat().st_ino != inodes[p.name]]
     assert changed == ["shard_00003.npy"]
     assert_same_shards(local.folder, again.folder)
@@ -96,7 +100,7 @@ def test_killed_worker_loses_and_duplicates_nothing(
     loader = functools.partial(dying_loader, tiny_assets["model"], str(marker))
     remote = cache_activations(
         tiny_model, [corpus], N_TOKENS, engine="ray", loader=loader, **CACHE_KWARGS
-    )
+    )[tiny_model.layer]
     assert marker.exists()  # a worker did die mid-build
     records = read_manifest(remote.folder)
     ids = [c for r in records.values() for c in range(r.first_chunk, r.first_chunk + r.n_chunks)]

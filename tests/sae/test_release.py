@@ -14,7 +14,7 @@ from cogsae.cli import main
 from cogsae.errors import CogsaeError
 from cogsae.model import LoadedModel
 from cogsae.pipeline.sweep import sae_by_layer
-from cogsae.sae.data import cache_activations, cache_layer_activations, shuffled_batches
+from cogsae.sae.data import cache_activations, shuffled_batches
 from cogsae.sae.io import load_sae
 from cogsae.sae.release import release_folder
 from cogsae.sae.train import TrainConfig
@@ -31,15 +31,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_one_pass_caches_each_layer_as_a_one_layer_cache(
     tiny_model: LoadedModel, corpus: Path, isolated_cache: Path
 ) -> None:
-    layers = cache_layer_activations(tiny_model, [corpus], 400, [0, 2], **CACHE_KWARGS)
+    layers = cache_activations(tiny_model, [corpus], 400, layers=[0, 2], **CACHE_KWARGS)
     assert set(layers) == {0, 2} and layers[0].folder != layers[2].folder
     for layer in (0, 2):
-        tiny_model.layer = layer
-        try:
-            shards = [p.stat().st_mtime_ns for p in layers[layer].shards]
-            alone = cache_activations(tiny_model, [corpus], 400, **CACHE_KWARGS)
-        finally:
-            tiny_model.layer = 1
+        shards = [p.stat().st_mtime_ns for p in layers[layer].shards]
+        alone = cache_activations(tiny_model, [corpus], 400, layers=[layer], **CACHE_KWARGS)[layer]
         assert alone.folder == layers[layer].folder  # the one-layer call reuses the pass
         assert [p.stat().st_mtime_ns for p in alone.shards] == shards  # nothing rebuilt
         assert alone.n_tokens == layers[layer].n_tokens == 3 * 10 * 15
@@ -56,17 +52,13 @@ def test_a_layer_missing_from_an_earlier_pass_is_rebuilt(
 ) -> None:
     """The deepest layer's folder drives the pass; shards it has from a one-layer run but
     a shallower layer lacks are rebuilt, and a lost shallow shard is rebuilt too."""
-    tiny_model.layer = 2
-    try:
-        deep_only = cache_activations(tiny_model, [corpus], 400, **CACHE_KWARGS)
-    finally:
-        tiny_model.layer = 1
-    both = cache_layer_activations(tiny_model, [corpus], 400, [1, 2], **CACHE_KWARGS)
+    deep_only = cache_activations(tiny_model, [corpus], 400, layers=[2], **CACHE_KWARGS)[2]
+    both = cache_activations(tiny_model, [corpus], 400, layers=[1, 2], **CACHE_KWARGS)
     assert both[2].folder == deep_only.folder and len(both[1].shards) == 3
     assert all(p.is_file() for p in both[1].shards)
     before = np.load(both[1].shards[1])
     both[1].shards[1].unlink()
-    again = cache_layer_activations(tiny_model, [corpus], 400, [1, 2], **CACHE_KWARGS)
+    again = cache_activations(tiny_model, [corpus], 400, layers=[1, 2], **CACHE_KWARGS)
     np.testing.assert_array_equal(np.load(again[1].shards[1]), before)
     manifest = json.loads((again[1].folder / "manifest.json").read_text())
     assert [r["index"] for r in manifest["shards"]] == [0, 1, 2]

@@ -175,11 +175,11 @@ def test_activation_cache_resumes_and_skips_position_zero(
         "\n\n".join(" ".join(rng.choice(words, 12)) for _ in range(400)), encoding="utf-8"
     )
     kwargs = {"context_length": 16, "batch_size": 8, "chunks_per_shard": 10, "progress": False}
-    cache = cache_activations(tiny_model, [corpus], 400, **kwargs)
+    cache = cache_activations(tiny_model, [corpus], 400, **kwargs)[tiny_model.layer]
     assert len(cache.shards) == 3 and cache.n_tokens == 3 * 10 * 15  # positions >= 1 only
     first = np.load(cache.shards[1])
     cache.shards[1].unlink()
-    again = cache_activations(tiny_model, [corpus], 400, **kwargs)
+    again = cache_activations(tiny_model, [corpus], 400, **kwargs)[tiny_model.layer]
     assert again.folder == cache.folder
     np.testing.assert_array_equal(np.load(again.shards[1]), first)
     original = np.load(again.shards[2])
@@ -187,7 +187,7 @@ def test_activation_cache_resumes_and_skips_position_zero(
     flipped[-7] ^= 0x40  # a bit flip in the data: the file still loads, the numbers lie
     again.shards[2].write_bytes(bytes(flipped))
     with caplog.at_level(logging.WARNING):
-        repaired = cache_activations(tiny_model, [corpus], 400, **kwargs)
+        repaired = cache_activations(tiny_model, [corpus], 400, **kwargs)[tiny_model.layer]
     assert "shard_00002.npy fails its checksum" in caplog.text
     np.testing.assert_array_equal(np.load(repaired.shards[2]), original)
     # the cached rows are the layer-L residual at positions 1.. of the first chunks
