@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := wordnet-base r-cran-janeaustenr fortunes r-cran-tm r-cran-stringr \
 	chromium chromium-driver
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench release
 
 install: .install-stamp
 
@@ -44,3 +44,17 @@ bench: install
 	$(PYTHON) benchmarks/analysis.py
 	$(PYTHON) benchmarks/verdicts.py
 	$(PYTHON) benchmarks/run.py
+
+# A release folder: one TopK SAE per layer from one activation pass, then each layer's
+# held-out metrics (written into its folder). Resumable: rerun after an interruption.
+RELEASE_LAYERS ?= 6,12,15,20,25
+RELEASE_TOKENS ?= 2200000
+RELEASE_DIR ?= build/release
+DEVICE ?= cpu
+release: install
+	$(PYTHON) -m cogsae train-sae --layers $(RELEASE_LAYERS) --tokens $(RELEASE_TOKENS) \
+		--save-dtype float16 --device $(DEVICE) --out $(RELEASE_DIR)
+	for layer in $$(echo $(RELEASE_LAYERS) | tr , ' '); do \
+		$(PYTHON) -m cogsae sae-metrics $(RELEASE_DIR) --layer $$layer --device $(DEVICE) --quiet \
+			|| exit 1; \
+	done
