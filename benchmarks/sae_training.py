@@ -233,7 +233,8 @@ def quality_vs_sae_lens(args: argparse.Namespace, config: TrainConfig) -> None:
         f"{len(batches) * config.batch_size:,} training tokens (shards {args.train_shards}), "
         f"lr {config.lr:g}; held-out shard {args.held_out}: {len(held_out):,} tokens"
     )
-    print(f"{'':28}" + "".join(f"{name:>12}" for name in runs) + f"{'ratio':>8}")
+    ratio = f"{'ratio':>8}" if "sae_lens" in runs else ""
+    print(f"{'':28}" + "".join(f"{name:>12}" for name in runs) + ratio)
     rows = [
         ("training (activations/s)", speed, "{:12,.0f}"),
         ("held-out FVE", {n: s[0] for n, s in scores.items()}, "{:12.3f}"),
