@@ -61,7 +61,10 @@ from cogsae.version import __version__
 
 DEFAULT_SAE_DIR = Path(__file__).resolve().parent.parent / "default_sae"
 """The shipped SAE: layer 15 of SmolLM2-135M-Instruct (see its README.md)."""
-SHIPPED_SAES: tuple[str, ...] = ("default",)
+RELEASE_DIR = Path(__file__).resolve().parent.parent / "sae_release"
+"""The shipped release folder: SAEs of further layers of SmolLM2-135M-Instruct, those that
+met the release targets (see its README.md)."""
+SHIPPED_SAES: tuple[str, ...] = (str(RELEASE_DIR), "default")
 """The SAEs (names or folders) cogsae ships; a sweep without --sae uses them at the layers
 they serve (`cogsae.pipeline.sweep.sae_by_layer`)."""
 

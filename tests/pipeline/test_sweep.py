@@ -13,6 +13,7 @@ from cogsae.errors import CogsaeError
 from cogsae.pipeline import RunConfig
 from cogsae.pipeline.sweep import SWEEP_MANIFEST, grid, sae_by_layer, sweep
 from cogsae.report.sweep import sweep_records, write_sweep_report
+from cogsae.sae.io import RELEASE_DIR
 from tests.helpers import TINY_LAYER
 
 LAYERS = (TINY_LAYER, TINY_LAYER + 1)
@@ -116,10 +117,11 @@ def test_sae_by_layer_specs(tiny_assets: dict, tmp_path: Path) -> None:
 def test_a_sweep_without_sae_uses_the_shipped_saes(
     tiny_assets: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No --sae: the shipped SAEs at the layers they serve (the default SAE reads layer
-    15); other layers run raw only, and "none" turns SAEs off."""
-    assert sae_by_layer([], (6, 15, 20)) == {15: "default"}
-    assert sae_by_layer([], (6,)) == {}
+    """No --sae: the shipped SAEs at the layers they serve (the release's layer 6, the
+    default SAE's layer 15); other layers run raw only, and "none" turns SAEs off."""
+    layer_6 = str(RELEASE_DIR / "blocks.6.hook_resid_post")
+    assert sae_by_layer([], (6, 15, 20)) == {6: layer_6, 15: "default"}
+    assert sae_by_layer([], (20,)) == {}
     assert sae_by_layer(["none"], (6, 15)) == {}
     release = tmp_path / "release"
     release.mkdir()
