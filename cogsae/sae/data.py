@@ -98,7 +98,7 @@ def cache_activations(
     folder, the one a one-layer call for that layer uses, so ``train-sae --layer L``
     reuses a multi-layer pass. The deepest layer's folder drives `build_shards` (its
     manifest says which shards are done); a shard's other layers are written first, so
-    a shard in that manifest has every layer's file (`_sync_manifests` records them).
+    a shard in that manifest has every layer's file (`_adopt_shards` records them).
 
     Args:
         layers: decoder blocks read (each 0..n_layers-1).
@@ -133,8 +133,8 @@ def cache_activations(
         folders[layer] = cache_dir() / "activations" / stable_hash(settings)
         folders[layer].mkdir(parents=True, exist_ok=True)
         write_json(folders[layer] / "meta.json", settings)
-    primary = folders[wanted[-1]]
-    _sync_manifests(primary, [folders[layer] for layer in wanted[:-1]], chunks_per_shard)
+    primary, others = folders[wanted[-1]], [folders[layer] for layer in wanted[:-1]]
+    _drop_incomplete(primary, others, chunks_per_shard)
     n_shards = math.ceil(n_tokens / (chunks_per_shard * (context_length - 1)))
     chunks = corpus_chunks(
         paths, loaded.tokenizer, context_length, subset=subset, limit=n_shards * chunks_per_shard
@@ -150,7 +150,8 @@ def cache_activations(
         progress=progress,
         desc="activations" if len(wanted) == 1 else f"activations at layers {wanted}",
     )
-    _sync_manifests(primary, [folders[layer] for layer in wanted[:-1]], chunks_per_shard)
+    for folder in others:  # their files of this pass, written before the primary's
+        _adopt_shards(folder, records, read_manifest(folder), chunks_per_shard)
     n_cached = sum(r.n_tokens for r in records.values())
     return {
         layer: ActivationCache(folder, [folder / shard_name(i) for i in sorted(records)], n_cached)
@@ -158,24 +159,36 @@ def cache_activations(
     }
 
 
-def _sync_manifests(primary: Path, others: Sequence[Path], chunks_per_shard: int) -> None:
-    """Make ``primary``'s manifest list only shards every folder holds.
-
-    A shard file in another folder whose shard ``primary`` lists was written whole before
-    the primary's (atomic writes, primary last), so it is added to that folder's manifest
-    with its checksum; a shard some other folder lacks (e.g. the primary was filled by an
-    earlier one-layer run) is dropped from ``primary``'s manifest, so it is rebuilt."""
+def _drop_incomplete(primary: Path, others: Sequence[Path], chunks_per_shard: int) -> None:
+    """Before a multi-layer pass: make ``primary``'s manifest list only shards every folder
+    holds, so that a shard some other folder lacks (e.g. the primary was filled by an
+    earlier one-layer run) is rebuilt. A one-layer call has nothing to do (`build_shards`
+    checks its one folder)."""
+    if not others:
+        return
     done = valid_records(primary, read_manifest(primary))
     keep = set(done)
     for folder in others:
         records = valid_records(folder, read_manifest(folder))
-        for index, record in done.items():
-            path = folder / shard_name(index)
-            if index not in records and path.is_file():
-                records[index] = replace(record, sha256=files_hash([path]))
-        write_manifest(folder, records, chunks_per_shard)
-        keep &= set(records)
+        keep &= _adopt_shards(folder, done, records, chunks_per_shard)
     write_manifest(primary, {i: done[i] for i in sorted(keep)}, chunks_per_shard)
+
+
+def _adopt_shards(
+    folder: Path,
+    done: dict[int, ShardRecord],
+    records: dict[int, ShardRecord],
+    chunks_per_shard: int,
+) -> set[int]:
+    """Add to ``folder``'s manifest (now ``records``) its file of each primary shard in
+    ``done`` it does not list yet, with its checksum: that file was written whole before
+    the primary's (atomic writes, primary last). Returns the shards it then lists."""
+    for index, record in done.items():
+        path = folder / shard_name(index)
+        if index not in records and path.is_file():
+            records[index] = replace(record, sha256=files_hash([path]))
+    write_manifest(folder, records, chunks_per_shard)
+    return set(records)
 
 
 @dataclass(frozen=True)

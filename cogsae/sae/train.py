@@ -77,7 +77,7 @@ class TrainConfig:
         batch_size: activations (tokens) per optimizer step.
         n_tokens: distinct training tokens (activations cached and read per epoch).
         epochs: passes over the ``n_tokens`` activations, each in its own shuffled order;
-            steps = n_tokens * epochs // batch_size. More than one trades extraction,
+            steps = epochs * (n_tokens // batch_size). More than one trades extraction,
             the costly stage on a CPU, for training steps.
         buffer_tokens: shuffle-buffer size in tokens (see `shuffled_batches`).
         seed: seed of weight initialisation and of the batch order.
@@ -142,7 +142,7 @@ class TrainConfig:
 
     @property
     def n_steps(self) -> int:
-        return self.n_tokens * self.epochs // self.batch_size
+        return self.epochs * (self.n_tokens // self.batch_size)  # full batches per epoch
 
 
 class DeadLatentTracker:

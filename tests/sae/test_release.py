@@ -77,6 +77,8 @@ def test_epochs_reorder_the_same_tokens(tmp_path: Path) -> None:
     assert sorted(first[:, 0].tolist()) == sorted(second[:, 0].tolist())  # same tokens
     assert torch.equal(first, torch.cat(list(shuffled_batches(shards, 50, 300, seed=0))))
     assert TrainConfig(n_tokens=1000, batch_size=100, epochs=3).n_steps == 30
+    # each epoch stops at its last full batch: 10 steps each, not 21 in all
+    assert TrainConfig(n_tokens=1050, batch_size=100, epochs=2).n_steps == 20
 
 
 def test_train_sae_layers_writes_a_release_the_sweep_reads(
